@@ -1,0 +1,37 @@
+# Two commands a researcher needs: `make train` and `make test`. Both create .venv
+# (Python 3.12) and install the project on first use.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/gpicl_digits
+CONFIG ?= experiments/gpicl/digits.py
+# Any Python >= 3.12: PATH first, then pyenv's installs (its shim may hide 3.12).
+PYTHON312 ?= $(shell for p in python3.12 python3.13 python3 $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3; do \
+  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then command -v $$p; break; fi; done)
+WITH_ENV := source launch/env.sh &&
+
+.PHONY: install train test test-fast bench clean-venv
+
+$(VENV)/.installed: setup.py
+	@test -n "$(PYTHON312)" || { echo "error: Python >= 3.12 not found; install it (e.g. pyenv install 3.12) or pass PYTHON312=/path/to/python3.12"; exit 1; }
+	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,notebooks]'
+	touch $@
+
+install: $(VENV)/.installed
+
+train: install
+	$(WITH_ENV) $(PY) -m launch.main --config $(CONFIG) --workdir $(WORKDIR)
+
+test: install
+	$(WITH_ENV) $(PY) -m pytest tests
+
+test-fast: install
+	$(WITH_ENV) $(PY) -m pytest tests -m "not slow"
+
+bench: install
+	$(WITH_ENV) $(PY) -m launch.bench --out bench/results.json
+
+clean-venv:
+	rm -rf $(VENV)
