@@ -17,6 +17,7 @@ setuptools.setup(
         "ml-collections>=1.0,<2",
         "grain>=0.2.10,<0.3",
         "array-record>=0.7,<0.9",
+        "importlib-resources>=6,<8",  # tfds needs it to build array_record without TF.
         "absl-py>=2.1,<3",
         "numpy>=2.0,<3",
         "scikit-learn>=1.5,<2",
