@@ -1,0 +1,54 @@
+"""Small shared layers and helpers for the sequence learners.
+
+A plain module of small functions and modules; model files import from here.
+"""
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Initializer = Callable[..., jax.Array]
+
+
+def paper_tokens(x: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
+  """GPICL token layout: token t = concat(x_t, onehot(y_{t-1})), zeros at t = 0.
+
+  The label of example t is only revealed in token t + 1, so a causal model
+  reading token t predicts y_t without seeing it.
+
+  Args:
+    x: [B, L, dx] inputs.
+    y: [B, L] integer labels in [0, num_classes).
+    num_classes: C.
+
+  Returns:
+    [B, L, dx + C] float tokens (dtype of x).
+  """
+  onehot = jax.nn.one_hot(y, num_classes, dtype=x.dtype)
+  prev = jnp.pad(onehot[:, :-1], ((0, 0), (1, 0), (0, 0)))
+  return jnp.concatenate([x, prev], axis=-1)
+
+
+def dense(features: int, axes: Sequence[str | None], *, use_bias: bool = True,
+          kernel_init: Initializer = nn.initializers.lecun_normal(),
+          name: str | None = None) -> nn.Dense:
+  """`nn.Dense` whose kernel carries logical axes `axes` = (in, out) and bias (out,)."""
+  return nn.Dense(
+      features, use_bias=use_bias, name=name,
+      kernel_init=nn.with_logical_partitioning(kernel_init, tuple(axes)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[-1],)))
+
+
+def logical_param(module: nn.Module, name: str, init: Initializer, shape: Sequence[int],
+                  axes: Sequence[str | None]) -> jax.Array:
+  """`module.param` with logical axis names (one per dimension of `shape`)."""
+  if len(axes) != len(shape):
+    raise ValueError(f"param {name!r}: {len(axes)} axis names for shape {tuple(shape)}")
+  return module.param(name, nn.with_logical_partitioning(init, tuple(axes)), tuple(shape))
+
+
+def param_count(params: Any) -> int:
+  """Number of scalars in a (possibly logically boxed) parameter pytree."""
+  leaves = jax.tree.leaves(nn.meta.unbox(params))
+  return int(sum(leaf.size for leaf in leaves))
