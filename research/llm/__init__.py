@@ -1,0 +1,1 @@
+"""Pretrained causal LMs: weight import (safetensors, GGUF), tokenizers, decoding, benchmarks."""
