@@ -1,0 +1,248 @@
+"""Discrete key-value bottleneck (Träuble et al., 2023), as Flax modules and pure functions.
+
+f = decoder ∘ values ∘ keys ∘ heads(encoder(x)):
+  * heads: the (frozen) embedding is split into C heads of dimension d_key, by a
+    fixed random projection (Gaussian C×D×d_key, unit-norm columns, never
+    trained), by chunking, by identity (C = 1) or by a learned projection;
+  * keys: per head a codebook of J keys; the nearest (top-k) key is selected;
+  * values: per head and key a learnable vector of size d_v;
+  * decoder: non-parametric voting (mean of the fetched values over heads and k
+    = logits), or a linear / MLP decoder on the concatenated values.
+
+Keys, the fixed projection and the per-head "used" mask are *not* parameters:
+they live in the `keys` variable collection, so an optimizer built on
+`variables["params"]` never sees them. Only values (and an optional learned
+decoder or projection) train.
+
+The nearest-key search is chunked over keys (`lax.scan` with a running top-k),
+so the paper's full size (256 heads × 4096 keys × 14 dims, batch 256) needs
+memory B×C×chunk rather than B×C×J.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+KEYS = "keys"  # Variable collection of the frozen state (projection, codebook, used).
+
+
+# ----------------------------------------------------------------------------
+# Pure functions.
+# ----------------------------------------------------------------------------
+def random_projection(rng: Array, num_heads: int, dim_in: int, dim_key: int) -> Array:
+  """Gaussian (C, D, d_key) tensor whose columns (over D) have unit norm."""
+  w = jax.random.normal(rng, (num_heads, dim_in, dim_key), jnp.float32)
+  return w / jnp.linalg.norm(w, axis=1, keepdims=True)
+
+
+def split_heads(x: Array, projection: Array | None, mode: str, num_heads: int,
+                dim_key: int) -> Array:
+  """Embedding (..., D) -> per-head queries (..., C, d_key)."""
+  if mode in ("random", "learned"):
+    return jnp.einsum("...d,cdk->...ck", x, projection)
+  if mode == "chunk":
+    if x.shape[-1] != num_heads * dim_key:
+      raise ValueError(f"chunk heads need D = C*d_key, got D={x.shape[-1]}, "
+                       f"C={num_heads}, d_key={dim_key}")
+    return x.reshape(x.shape[:-1] + (num_heads, dim_key))
+  if mode == "identity":
+    if num_heads != 1 or x.shape[-1] != dim_key:
+      raise ValueError("identity heads need C = 1 and d_key = D")
+    return x[..., None, :]
+  raise ValueError(f"unknown projection mode {mode!r}")
+
+
+def _chunk_topk(q: Array, keys_chunk: Array, valid: Array | None, k: int):
+  """Top-k smallest squared distances of q (B, C, d) to keys (C, j, d)."""
+  # |q|^2 is constant per (b, c) and does not change the ranking, but we keep it
+  # so the returned distances are true squared distances.
+  d2 = (jnp.sum(q * q, -1)[..., None]
+        - 2.0 * jnp.einsum("bcd,cjd->bcj", q, keys_chunk)
+        + jnp.sum(keys_chunk * keys_chunk, -1)[None])
+  if valid is not None:
+    d2 = jnp.where(valid[None], d2, jnp.inf)
+  neg, idx = jax.lax.top_k(-d2, k)
+  return -neg, idx
+
+
+def nearest_keys(queries: Array, keys: Array, *, k: int = 1, mask: Array | None = None,
+                 chunk_size: int = 1024) -> tuple[Array, Array]:
+  """Top-k nearest keys per head, chunked over keys.
+
+  Args:
+    queries: (B, C, d_key).
+    keys: (C, J, d_key) codebooks.
+    k: number of keys fetched per head.
+    mask: optional (C, J) bool; only True keys may be selected. A head whose
+      mask is all False falls back to all its keys.
+    chunk_size: keys processed at once; peak memory is O(B·C·chunk_size).
+
+  Returns:
+    (indices (B, C, k) int32, squared distances (B, C, k)), nearest first.
+  """
+  num_heads, num_keys, dim = keys.shape
+  if mask is not None:
+    mask = mask | ~jnp.any(mask, axis=-1, keepdims=True)
+  if num_keys <= chunk_size:
+    d, i = _chunk_topk(queries, keys, mask, k)
+    return i.astype(jnp.int32), d
+  n_chunks = -(-num_keys // chunk_size)
+  pad = n_chunks * chunk_size - num_keys
+  valid = jnp.ones((num_heads, num_keys), bool) if mask is None else mask
+  keys_p = jnp.pad(keys, ((0, 0), (0, pad), (0, 0)))
+  valid_p = jnp.pad(valid, ((0, 0), (0, pad)))
+  keys_c = keys_p.reshape(num_heads, n_chunks, chunk_size, dim).transpose(1, 0, 2, 3)
+  valid_c = valid_p.reshape(num_heads, n_chunks, chunk_size).transpose(1, 0, 2)
+  batch = queries.shape[0]
+  init = (jnp.full((batch, num_heads, k), jnp.inf, queries.dtype),
+          jnp.zeros((batch, num_heads, k), jnp.int32))
+
+  def body(carry, xs):
+    best_d, best_i = carry
+    kc, vc, offset = xs
+    d, i = _chunk_topk(queries, kc, vc, min(k, chunk_size))
+    all_d = jnp.concatenate([best_d, d], -1)
+    all_i = jnp.concatenate([best_i, i.astype(jnp.int32) + offset], -1)
+    neg, pos = jax.lax.top_k(-all_d, k)
+    return (-neg, jnp.take_along_axis(all_i, pos, -1)), None
+
+  offsets = jnp.arange(n_chunks, dtype=jnp.int32) * chunk_size
+  (best_d, best_i), _ = jax.lax.scan(body, init, (keys_c, valid_c, offsets))
+  return best_i, best_d
+
+
+def gather_values(values: Array, indices: Array) -> Array:
+  """values (C, J, d_v), indices (B, C, k) -> fetched values (B, C, k, d_v)."""
+  heads = jnp.arange(values.shape[0])[None, :, None]
+  return values[heads, indices]
+
+
+def mark_used(used: Array, indices: Array) -> Array:
+  """OR into the (C, J) used mask every key selected in `indices` (B, C, k)."""
+  num_heads = used.shape[0]
+  heads = jnp.broadcast_to(jnp.arange(num_heads)[None, :, None], indices.shape)
+  return used.at[heads.reshape(-1), indices.reshape(-1)].set(True)
+
+
+# ----------------------------------------------------------------------------
+# Module.
+# ----------------------------------------------------------------------------
+class KeyValueBottleneck(nn.Module):
+  """Heads -> frozen keys -> learnable values -> decoder.
+
+  Variables:
+    params/values (C, J, d_v): the only parameters of the voting variant.
+    params/decoder*: for `decoder="linear" | "mlp"`.
+    params/projection: for `projection="learned"`.
+    keys/codebook (C, J, d_key), keys/used (C, J) bool, keys/projection
+      (C, D, d_key) for `projection="random"`: frozen state, set by key
+      initialisation (`research.dkvb.keys`) and by `mark_used`.
+  """
+  dim_in: int
+  num_heads: int
+  num_keys: int
+  dim_key: int
+  dim_value: int
+  num_classes: int | None = None
+  projection: str = "random"  # random | chunk | identity | learned
+  top_k: int = 1
+  decoder: str = "vote"  # vote | linear | mlp
+  decoder_hidden: int = 128
+  value_init: str = "zeros"  # zeros | normal
+  value_init_scale: float = 1e-3
+  key_chunk: int = 1024
+
+  def setup(self):
+    c, j, d = self.num_heads, self.num_keys, self.dim_key
+    self.codebook = self.variable(
+        KEYS, "codebook", lambda: jax.random.uniform(self.make_rng("keys"), (c, j, d)))
+    self.used = self.variable(KEYS, "used", lambda: jnp.zeros((c, j), bool))
+    if self.projection == "random":
+      self.proj = self.variable(KEYS, "projection", lambda: random_projection(
+          self.make_rng("keys"), c, self.dim_in, d)).value
+    elif self.projection == "learned":
+      self.proj = self.param("projection", nn.with_logical_partitioning(
+          lambda r, s: random_projection(r, s[0], s[1], s[2]), ("heads", "embed", "kv")),
+                             (c, self.dim_in, d))
+    else:
+      self.proj = None
+    init = (nn.initializers.zeros if self.value_init == "zeros"
+            else nn.initializers.normal(self.value_init_scale))
+    self.values = self.param("values", nn.with_logical_partitioning(
+        init, ("heads", "kv", "classes")), (c, j, self.dim_value))
+    out = self.num_classes or self.dim_value
+    dense = lambda n, axes, name: nn.Dense(n, name=name, kernel_init=nn.with_logical_partitioning(
+        nn.initializers.lecun_normal(), axes))
+    if self.decoder == "linear":
+      self.dec = [dense(out, ("embed", "classes"), "decoder")]
+    elif self.decoder == "mlp":
+      self.dec = [dense(self.decoder_hidden, ("embed", "mlp"), "decoder_hidden"),
+                  dense(out, ("mlp", "classes"), "decoder")]
+    elif self.decoder != "vote":
+      raise ValueError(f"unknown decoder {self.decoder!r}")
+
+  def queries(self, x: Array) -> Array:
+    """Embedding (B, D) -> per-head queries (B, C, d_key)."""
+    return split_heads(x, self.proj, self.projection, self.num_heads, self.dim_key)
+
+  def lookup(self, x: Array, restrict_to_used: bool = False) -> tuple[Array, Array]:
+    """Embedding (B, D) -> (key indices (B, C, k), squared distances)."""
+    return nearest_keys(self.queries(x), jax.lax.stop_gradient(self.codebook.value),
+                        k=self.top_k, mask=self.used.value if restrict_to_used else None,
+                        chunk_size=self.key_chunk)
+
+  def read(self, indices: Array) -> Array:
+    """Key indices (B, C, k) -> logits (B, num_classes or d_v)."""
+    fetched = gather_values(self.values, indices)  # (B, C, k, d_v)
+    if self.decoder == "vote":
+      return jnp.mean(fetched, axis=(1, 2))
+    h = fetched.mean(axis=2).reshape(fetched.shape[0], -1)
+    for i, layer in enumerate(self.dec):
+      h = layer(h)
+      if i < len(self.dec) - 1:
+        h = nn.relu(h)
+    return h
+
+  def __call__(self, x: Array, restrict_to_used: bool = False) -> tuple[Array, Array]:
+    """Embedding (B, D) -> (logits, key indices). Set `restrict_to_used` at eval."""
+    idx, _ = self.lookup(x, restrict_to_used)
+    return self.read(idx), idx
+
+
+def init_bottleneck(model: KeyValueBottleneck, rng: Array) -> dict[str, Any]:
+  """Plain-pytree variables {"params": ..., "keys": ...} (logical boxes removed)."""
+  r_p, r_k = jax.random.split(rng)
+  variables = model.init({"params": r_p, "keys": r_k},
+                         jnp.zeros((1, model.dim_in), jnp.float32))
+  return nn.meta.unbox(variables)
+
+
+# ----------------------------------------------------------------------------
+# Baseline probes on the same frozen embedding.
+# ----------------------------------------------------------------------------
+class LinearProbe(nn.Module):
+  num_classes: int
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    return nn.Dense(self.num_classes, use_bias=self.use_bias,
+                    kernel_init=nn.with_logical_partitioning(
+                        nn.initializers.lecun_normal(), ("input", "classes")))(x)
+
+
+class MLPProbe(nn.Module):
+  num_classes: int
+  hidden: int = 128
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    h = nn.relu(nn.Dense(self.hidden, kernel_init=nn.with_logical_partitioning(
+        nn.initializers.lecun_normal(), ("input", "mlp")))(x))
+    return nn.Dense(self.num_classes, kernel_init=nn.with_logical_partitioning(
+        nn.initializers.lecun_normal(), ("mlp", "classes")))(h)

@@ -1,0 +1,1 @@
+"""Discrete key-value bottleneck: key init, frozen encoders, class-incremental streams."""
