@@ -1,0 +1,29 @@
+"""Helpers shared by experiment configs (configs import only ml_collections)."""
+from __future__ import annotations
+
+import ast
+
+import ml_collections
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses the `:arg` of `--config path.py:arg` into typed options.
+
+  `"tiny"` sets a flag; `"num_tasks=4096,layout=paper"` sets values (Python
+  literals, else strings). Only names given in `defaults` are accepted, so a typo
+  fails loudly instead of being ignored.
+  """
+  out = dict(defaults)
+  for part in filter(None, (arg or "").split(",")):
+    key, eq, value = part.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      raise ValueError(f"config arg {key!r} unknown; this config accepts {sorted(defaults)}")
+    if not eq:
+      out[key] = True
+      continue
+    try:
+      out[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key] = value
+  return ml_collections.ConfigDict(out)

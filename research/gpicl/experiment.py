@@ -1,0 +1,220 @@
+"""GPICL meta-training as a trainer `Experiment`: batches of task sequences, the
+per-position cross-entropy, and the ICL-curve evaluations of Kirsch et al. 2022.
+
+Evaluation sets (each an ICL curve: accuracy after t examples, t = 0 … L-1):
+  seen      training task ids, test split of the base data
+  unseen    ids ≥ 2^30 (never in any training pool), test split
+  identity  the unprojected base data
+  <name>    another offline dataset never used in training, under unseen tasks
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from research import config as config_lib
+from research import experiment as experiment_lib
+from research import sharding
+from research.data import offline
+from research.gpicl import learners
+from research.gpicl import sampler
+
+REPORT_AFTER = (1, 5, 10)  # plus the last position
+
+
+def _pools(config):
+  """Base train/test pools and unseen-dataset pools, padded to input_dim."""
+  d = config.data
+  base = offline.load(d.dataset, seed=d.split_seed, dim=d.input_dim)
+  pools = {"train": (offline.fit_dim(base.x_train, d.input_dim), base.y_train),
+           "test": (offline.fit_dim(base.x_test, d.input_dim), base.y_test)}
+  classes = {"train": base.num_classes, "test": base.num_classes}
+  for name in config.eval.datasets:
+    other = offline.load(name, seed=d.split_seed, dim=d.input_dim)
+    # Never trained on: use all of it, so long sequences rarely repeat examples.
+    x = np.concatenate([other.x_train, other.x_test]) if name != "random" else other.x_train
+    y = np.concatenate([other.y_train, other.y_test]) if name != "random" else other.y_train
+    pools[name] = (offline.fit_dim(x, d.input_dim), y)
+    classes[name] = other.num_classes
+  return pools, classes
+
+
+def per_position_metrics(logits, y):
+  """Cross-entropy and accuracy per sequence and position: [B, L] each."""
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+  acc = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
+  return ce, acc
+
+
+def validate(config) -> None:
+  """GPICL-specific config checks (before anything compiles)."""
+  d, t = config.data, config.tasks
+  config_lib.check_positive(config, "data.seq_len", "data.input_dim", "data.num_classes",
+                            "tasks.num_tasks", "eval.num_sequences")
+  require = config_lib.require
+  require(t.num_tasks <= sampler.MAX_TASKS,
+          f"config.tasks.num_tasks={t.num_tasks} exceeds 2^25={sampler.MAX_TASKS}; unseen task ids "
+          f"start at 2^30 and must stay disjoint")
+  require(0.0 <= t.bias_fraction < 1.0,
+          f"config.tasks.bias_fraction={t.bias_fraction} must be in [0, 1)")
+  require(0.0 <= t.permute_prob <= 1.0, f"config.tasks.permute_prob={t.permute_prob} must be in [0, 1]")
+  for name in (d.dataset, *config.eval.datasets):
+    require(name in offline.NAMES, f"dataset {name!r} (config.data.dataset / config.eval.datasets) "
+            f"is unknown; offline sets: {', '.join(offline.NAMES)}")
+  require(config.model.name in learners.LEARNERS,
+          f"config.model.name={config.model.name!r} unknown; use one of {sorted(learners.LEARNERS)}")
+  max_len = config.model.get("max_len")
+  if max_len is not None:
+    require(d.seq_len <= max_len, f"config.data.seq_len={d.seq_len} is longer than the positional "
+            f"table config.model.max_len={max_len}; raise model.max_len or shorten data.seq_len")
+  if "layout" in config.model:
+    require(config.model.layout in ("paper", "query"),
+            f"config.model.layout={config.model.layout!r}; use 'paper' or 'query'")
+
+
+def build(config, mesh) -> experiment_lib.Experiment:
+  validate(config)
+  d, t = config.data, config.tasks
+  num_classes = d.num_classes
+  pools_np, pool_classes = _pools(config)
+  if pool_classes["train"] > num_classes:
+    raise ValueError(f"data.num_classes={num_classes} < {pool_classes['train']} classes of "
+                     f"{d.dataset}; raise data.num_classes")
+  pools = {k: (sharding.put_replicated(x, mesh), sharding.put_replicated(y, mesh))
+           for k, (x, y) in pools_np.items()}
+  model = learners.make_learner(config.model, num_classes=num_classes, seq_len=d.seq_len)
+  task_kw = dict(task_seed=t.task_seed, proj_std=t.proj_std, bias_std=t.bias_std,
+                 permute_prob=t.permute_prob)
+
+  def init_params(key):
+    x = jnp.zeros((1, d.seq_len, d.input_dim), jnp.float32)
+    y = jnp.zeros((1, d.seq_len), jnp.int32)
+    return model.init(key, x, y)["params"]
+
+  def sample_batch(key):
+    k_ids, k_seq = jax.random.split(key)
+    ids, biased = sampler.sample_task_ids(k_ids, config.train.batch_size, t.num_tasks,
+                                          t.bias_fraction)
+    x, y = sampler.make_sequences(k_seq, ids, *pools["train"], d.seq_len,
+                                  pool_classes["train"], **task_kw)
+    return {"x": x, "y": y, "biased": biased}
+
+  def loss_fn(params, batch, key):
+    del key  # Deterministic learners; dropout would use it.
+    logits = model.apply({"params": params}, batch["x"], batch["y"])
+    ce, acc = per_position_metrics(logits, batch["y"])
+    # With a biased distribution the total loss drops to (1-bias)·ln C once task 0
+    # is memorised; the plateau is read off the unbiased sequences only.
+    unbiased = 1.0 - batch["biased"].astype(jnp.float32)
+    n_unbiased = jnp.maximum(unbiased.sum(), 1.0)
+    metrics = {
+        "loss": ce.mean(),
+        "accuracy": acc.mean(),
+        "loss_unbiased": (ce.mean(1) * unbiased).sum() / n_unbiased,
+        "accuracy_unbiased": (acc.mean(1) * unbiased).sum() / n_unbiased,
+    }
+    return ce.mean(), metrics
+
+  # ---- Evaluation: fixed keys, so every evaluation sees the same sequences.
+  n_eval = config.eval.num_sequences
+  replicated = sharding.replicated(mesh)
+
+  def _curve(params, x, y):
+    ce, acc = per_position_metrics(model.apply({"params": params}, x, y), y)
+    return acc.mean(0), ce.mean(0)
+
+  @functools.partial(jax.jit, out_shardings=replicated)
+  def eval_all(params):
+    key = jax.random.key(config.eval.seed)
+    out = {}
+    k_seen, k_unseen, k_id, k_seq, k_other = jax.random.split(key, 5)
+    seen_ids, _ = sampler.sample_task_ids(k_seen, n_eval, t.num_tasks, 0.0)
+    unseen_ids = sampler.sample_unseen_ids(k_unseen, n_eval)
+    xt, yt = pools["test"]
+    for name, ids in (("seen", seen_ids), ("unseen", unseen_ids)):
+      x, y = sampler.make_sequences(k_seq, ids, xt, yt, d.seq_len, pool_classes["test"], **task_kw)
+      out[name] = _curve(params, x, y)
+    x, y = sampler.make_identity_sequences(k_id, n_eval, xt, yt, d.seq_len)
+    out["identity"] = _curve(params, x, y)
+    for i, name in enumerate(config.eval.datasets):
+      xo, yo = pools[name]
+      k_ids, k_s = jax.random.split(jax.random.fold_in(k_other, i))
+      x, y = sampler.make_sequences(k_s, sampler.sample_unseen_ids(k_ids, n_eval), xo, yo,
+                                    d.seq_len, pool_classes[name], **task_kw)
+      out[name] = _curve(params, x, y)
+    return out
+
+  eval_sets = ["seen", "unseen", "identity", *config.eval.datasets]
+  chance = {"seen": 1 / pool_classes["test"], "unseen": 1 / pool_classes["test"],
+            "identity": 1 / pool_classes["test"],
+            **{n: 1 / pool_classes[n] for n in config.eval.datasets}}
+
+  def evaluate(params, step):
+    del step
+    curves = sharding.to_host(eval_all(params))
+    metrics = {}
+    for name in eval_sets:
+      acc, ce = curves[name]
+      for k in REPORT_AFTER:
+        if k < len(acc):
+          metrics[f"{name}/acc_after_{k}"] = float(acc[k])
+      metrics[f"{name}/acc_last"] = float(acc[-1])
+      metrics[f"{name}/loss_last"] = float(ce[-1])
+      metrics[f"{name}/improvement"] = float(acc[-1] - acc[0])
+      metrics[f"{name}/acc_curve"] = [round(float(a), 5) for a in acc]
+    return metrics
+
+  def report(params, workdir, final):
+    del params
+    text = icl_table(final, eval_sets, d.seq_len, chance)
+    if jax.process_index() == 0:
+      plot_icl_curves(final, eval_sets, chance, os.path.join(workdir, "icl_curves.png"),
+                      title=f"{config.model.name} on {d.dataset}, {t.num_tasks} tasks")
+    return text
+
+  n_params = sum(math.prod(p.shape) for p in jax.tree.leaves(
+      jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, d.seq_len, d.input_dim)),
+                                        jnp.zeros((1, d.seq_len), jnp.int32)))))
+  info = {"num_params": n_params, "state_size": model.state_size(d.seq_len),
+          "layout": config.model.get("layout", "paper")}
+  return experiment_lib.Experiment(init_params, sample_batch, loss_fn, evaluate, report, info)
+
+
+def icl_table(metrics, sets, seq_len, chance) -> str:
+  """Accuracy after 1, 5, 10 and L-1 examples for each evaluation set."""
+  cols = [k for k in REPORT_AFTER if k < seq_len] + [seq_len - 1]
+  head = f"{'eval set':<16}" + "".join(f"{'after ' + str(k):>10}" for k in cols) + f"{'chance':>9}"
+  lines = [head, "-" * len(head)]
+  for name in sets:
+    curve = metrics.get(f"{name}/acc_curve")
+    if curve is None:
+      continue
+    lines.append(f"{name:<16}" + "".join(f"{curve[k]:>10.3f}" for k in cols) + f"{chance[name]:>9.3f}")
+  return "\n".join(lines)
+
+
+def plot_icl_curves(metrics, sets, chance, path, title=""):
+  import matplotlib  # Lazy: only the final report plots.
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name in sets:
+    curve = metrics.get(f"{name}/acc_curve")
+    if curve is None:
+      continue
+    line, = ax.plot(np.arange(len(curve)), curve, label=name)
+    ax.axhline(chance[name], color=line.get_color(), ls=":", lw=0.8)
+  ax.set_xlabel("examples seen in context")
+  ax.set_ylabel("accuracy")
+  ax.set_ylim(0, 1)
+  ax.set_title(title, fontsize=9)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)

@@ -1,0 +1,93 @@
+"""The GPICL task family: tasks made from a dataset by random projections and
+label permutations (Kirsch et al. 2022, Sec. 3).
+
+A task is (A, b, ρ): A ∈ R^{d×d} with entries ~ N(0, σ²), σ = 1/√d by default,
+an optional bias b ~ N(0, bias_std²), and a label permutation ρ applied with
+probability `permute_prob`. Task `i` is a pure function of (task_seed, i): no
+task is ever stored, so the pool size (`num_tasks`, 2^0 … 2^25) is just the
+range ids are drawn from. Unseen tasks use ids ≥ UNSEEN_OFFSET = 2^30, disjoint
+from every training pool. Each sequence draws fresh base examples every step.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+MAX_TASKS = 2**25
+UNSEEN_OFFSET = 2**30  # > MAX_TASKS: unseen ids never collide with training ids.
+
+
+class Task(NamedTuple):
+  proj: jax.Array   # [d, d]
+  bias: jax.Array   # [d]
+  perm: jax.Array   # [C] int32: label c becomes perm[c]
+
+
+def task_from_id(task_seed, task_id, dim: int, num_classes: int, *, proj_std=None,
+                 bias_std: float = 0.0, permute_prob: float = 1.0) -> Task:
+  """The task with integer id `task_id` (deterministic)."""
+  key = jax.random.fold_in(jax.random.key(task_seed), task_id)
+  k_proj, k_bias, k_perm, k_coin = jax.random.split(key, 4)
+  std = dim**-0.5 if proj_std is None else proj_std
+  proj = std * jax.random.normal(k_proj, (dim, dim))
+  bias = bias_std * jax.random.normal(k_bias, (dim,))
+  perm = jax.random.permutation(k_perm, num_classes).astype(jnp.int32)
+  keep = jax.random.uniform(k_coin) < permute_prob
+  perm = jnp.where(keep, perm, jnp.arange(num_classes, dtype=jnp.int32))
+  return Task(proj, bias, perm)
+
+
+def identity_task(dim: int, num_classes: int) -> Task:
+  """The unprojected base data, labels unchanged."""
+  return Task(jnp.eye(dim), jnp.zeros((dim,)), jnp.arange(num_classes, dtype=jnp.int32))
+
+
+def sample_task_ids(key, batch: int, num_tasks: int, bias_fraction: float = 0.0):
+  """Training ids in [0, num_tasks); a `bias_fraction` of sequences use task 0.
+
+  Returns (ids [B] int32, biased [B] bool). The biased distribution is the
+  paper's plateau intervention: a fixed task fills part of every batch.
+  """
+  k_id, k_bias = jax.random.split(key)
+  ids = jax.random.randint(k_id, (batch,), 0, num_tasks, dtype=jnp.int32)
+  biased = jax.random.uniform(k_bias, (batch,)) < bias_fraction
+  return jnp.where(biased, 0, ids), biased
+
+
+def sample_unseen_ids(key, batch: int):
+  """Ids ≥ UNSEEN_OFFSET: tasks no training run can have sampled."""
+  return UNSEEN_OFFSET + jax.random.randint(key, (batch,), 0, 2**30 - 1, dtype=jnp.int32)
+
+
+def sample_examples(key, x_pool, y_pool, seq_len: int):
+  """`seq_len` fresh base examples: without replacement when the pool allows."""
+  n = x_pool.shape[0]
+  idx = jax.random.choice(key, n, (seq_len,), replace=n < seq_len)
+  return x_pool[idx], y_pool[idx]
+
+
+def apply_task(task: Task, x, y):
+  return x @ task.proj + task.bias, task.perm[y]
+
+
+def make_sequences(key, ids, x_pool, y_pool, seq_len: int, num_classes: int, *,
+                   task_seed=0, proj_std=None, bias_std=0.0, permute_prob=1.0):
+  """One sequence per id: fresh examples from the pool, transformed by task `id`."""
+  dim = x_pool.shape[1]
+
+  def one(k, task_id):
+    x, y = sample_examples(k, x_pool, y_pool, seq_len)
+    task = task_from_id(task_seed, task_id, dim, num_classes, proj_std=proj_std,
+                        bias_std=bias_std, permute_prob=permute_prob)
+    return apply_task(task, x, y)
+
+  keys = jax.random.split(key, ids.shape[0])
+  return jax.vmap(one)(keys, ids)
+
+
+def make_identity_sequences(key, batch: int, x_pool, y_pool, seq_len: int):
+  """Unprojected, unpermuted sequences of the base data."""
+  keys = jax.random.split(key, batch)
+  return jax.vmap(lambda k: sample_examples(k, x_pool, y_pool, seq_len))(keys)

@@ -1,0 +1,168 @@
+"""Meshes and logical-axis sharding rules.
+
+Parameters carry logical axis names (`nn.with_logical_partitioning`); the config
+maps each name to mesh axes (`config.sharding.rules`). Data parallel, FSDP and
+tensor parallel are then rule sets, not code changes:
+
+  DP:   ("batch", "data")                      params replicated
+  FSDP: ("batch", "data"), ("embed", "data")   params and Adam moments sharded
+  TP:   ("batch", "data"), ("mlp", "model"), ("heads", "model"), ("vocab", "model")
+
+Every logical axis must have a rule (None = replicated), and every sharded
+dimension must divide by its mesh axes: both are checked before compiling.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+RULE_SETS = {
+    "dp": (("batch", "data"),),
+    "fsdp": (("batch", "data"), ("embed", "data")),
+    "tp": (("batch", "data"), ("mlp", "model"), ("heads", "model"), ("vocab", "model"),
+           ("kv_heads", "model")),
+    "fsdp_tp": (("batch", "data"), ("embed", "data"), ("mlp", "model"), ("heads", "model"),
+                ("vocab", "model"), ("kv_heads", "model")),
+}
+# Logical names that stay replicated unless a rule says otherwise.
+KNOWN_AXES = ("batch", "length", "embed", "mlp", "heads", "kv", "kv_heads", "vocab",
+              "classes", "input", "keys", "values", "state")
+
+
+class ShardingError(ValueError):
+  pass
+
+
+def make_mesh(axes: Sequence[tuple[str, int]], devices=None) -> Mesh:
+  """Mesh from `[(name, size), ...]`; one size may be -1 (all remaining devices)."""
+  devices = jax.devices() if devices is None else devices
+  names = tuple(str(n) for n, _ in axes)
+  sizes = [int(s) for _, s in axes]
+  n = len(devices)
+  if sizes.count(-1) > 1:
+    raise ShardingError(f"config.mesh {list(axes)} has more than one -1; at most one axis may fill the rest")
+  known = math.prod(s for s in sizes if s != -1)
+  if any(s == 0 or s < -1 for s in sizes):
+    raise ShardingError(f"config.mesh {list(axes)}: axis sizes must be positive or -1")
+  if -1 in sizes:
+    if n % known:
+      raise ShardingError(
+          f"config.mesh {list(axes)} does not fit {n} devices: {known} does not divide {n}; "
+          f"choose sizes whose product divides {n}")
+    sizes[sizes.index(-1)] = n // known
+  if math.prod(sizes) != n:
+    raise ShardingError(
+        f"config.mesh {list(axes)} needs {math.prod(sizes)} devices but {n} are available; "
+        f"use -1 for one axis (e.g. --config.mesh='((\"data\", -1), (\"model\", 1))')")
+  return jax.make_mesh(tuple(sizes), names, axis_types=(AxisType.Auto,) * len(names),
+                       devices=devices)
+
+
+def rules_from_config(rules: Any) -> tuple[tuple[str, Any], ...]:
+  """`"fsdp"` (a named set) or an explicit list of (logical, mesh axis|None)."""
+  if isinstance(rules, str):
+    if rules not in RULE_SETS:
+      raise ShardingError(f"config.sharding.rules={rules!r} is not a known rule set; "
+                          f"use one of {sorted(RULE_SETS)} or a list of (logical, mesh_axis) pairs")
+    rules = RULE_SETS[rules]
+  return tuple((str(k), (tuple(v) if isinstance(v, list) else v)) for k, v in rules)
+
+
+def _mesh_axes(logical: str | None, rules, mesh: Mesh, where: str):
+  if logical is None:
+    return None
+  for name, target in rules:
+    if name == logical:
+      targets = target if isinstance(target, tuple) else (target,)
+      for t in targets:
+        if t is not None and t not in mesh.axis_names:
+          raise ShardingError(f"sharding rule ({name!r}, {target!r}) names mesh axis {t!r}, "
+                              f"but the mesh has {mesh.axis_names}; fix config.sharding.rules or config.mesh")
+      return target
+  if logical in KNOWN_AXES:
+    return None
+  raise ShardingError(
+      f"logical axis {logical!r} (in {where}) has no sharding rule; add ({logical!r}, None) "
+      f"to config.sharding.rules to replicate it, or map it to a mesh axis")
+
+
+def logical_to_mesh_spec(logical: P, shape, rules, mesh: Mesh, where: str = "?") -> P:
+  """Maps one logical PartitionSpec to a mesh PartitionSpec, checking divisibility."""
+  out, used = [], set()
+  for dim, name in enumerate(tuple(logical)):
+    target = _mesh_axes(name, rules, mesh, where)
+    axes = () if target is None else (target if isinstance(target, tuple) else (target,))
+    axes = tuple(a for a in axes if a not in used)  # A mesh axis shards one dim only.
+    size = math.prod(mesh.shape[a] for a in axes) if axes else 1
+    if axes and shape is not None and shape[dim] % size:
+      raise ShardingError(
+          f"{where}: dimension {dim} (logical {name!r}, size {shape[dim]}) does not divide by mesh "
+          f"axes {axes} of size {size}; change the model size, the mesh, or the rule for {name!r}")
+    used.update(axes)
+    out.append(None if not axes else (axes[0] if len(axes) == 1 else axes))
+  return P(*out)
+
+
+def tree_shardings(abstract_boxed: Any, rules, mesh: Mesh) -> Any:
+  """NamedShardings for a tree whose leaves may be `nn.Partitioned` boxes.
+
+  Returns a tree matching `nn.unbox(abstract_boxed)`.
+  """
+  specs = nn.get_partition_spec(abstract_boxed)
+  shapes = nn.unbox(abstract_boxed)
+  paths_specs = jax.tree_util.tree_flatten_with_path(specs, is_leaf=lambda x: isinstance(x, P))[0]
+  leaves_shape = jax.tree.leaves(shapes)
+  treedef = jax.tree.structure(shapes)
+  if len(paths_specs) != len(leaves_shape):
+    raise ShardingError("internal: partition specs and state leaves do not line up")
+  out = []
+  for (path, spec), leaf in zip(paths_specs, leaves_shape):
+    where = jax.tree_util.keystr(path)
+    spec = spec if isinstance(spec, P) else P()
+    out.append(NamedSharding(mesh, logical_to_mesh_spec(spec, leaf.shape, rules, mesh, where)))
+  return jax.tree.unflatten(treedef, out)
+
+
+def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
+  """Shards the leading (batch) dimension as the "batch" rule says."""
+  target = _mesh_axes("batch", rules, mesh, "batch")
+  return NamedSharding(mesh, P(target))
+
+
+def batch_axis_size(mesh: Mesh, rules) -> int:
+  target = _mesh_axes("batch", rules, mesh, "batch")
+  axes = () if target is None else (target if isinstance(target, tuple) else (target,))
+  return math.prod(mesh.shape[a] for a in axes) if axes else 1
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def put_replicated(x: np.ndarray, mesh: Mesh) -> jax.Array:
+  """A host array (identical on every process) as a replicated global array."""
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, replicated(mesh), lambda idx: x[idx])
+
+
+def to_host(tree: Any) -> Any:
+  """Fetches fully replicated (or fully addressable) arrays to NumPy on every process."""
+  def fetch(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(x)
+  return jax.tree.map(fetch, tree)
+
+
+def bytes_per_device(tree: Any) -> int:
+  """Largest per-device footprint of a sharded tree (bytes)."""
+  per = {}
+  for x in jax.tree.leaves(tree):
+    for s in x.addressable_shards:
+      per[s.device] = per.get(s.device, 0) + s.data.nbytes
+  return max(per.values()) if per else 0
