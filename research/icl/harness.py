@@ -408,18 +408,19 @@ def score_per_query_demos(scorer: Scorer, tok, queries, demos_per_query, cfg: Pr
                           ) -> tuple[list[np.ndarray], dict]:
   """ICL where each query has its own demonstrations (retrieval): one prefill per
   query, its options scored against that cache."""
-  out, kept = [], []
+  out, kept, lengths = [], [], []
   for q, demos in zip(queries, demos_per_query):
     rows, counts = query_rows(tok, [q], False, cfg)
     prefix, n = build_prefix(tok, demos, _icl_budget(rows, cfg), cfg)
     kept.append(n)
+    lengths.append(len(prefix))
     if prefix:
       # Fixed row length per task keeps the compiled shapes few.
       p = scorer.prefill(prefix, rows_len=scorer.rows_len(rows))
       out.append(scorer.score_with_prefix(p, rows))
     else:
       out.append(scorer.score_full(rows))
-  return out, {"demos_kept": float(np.mean(kept))}
+  return out, {"demos_kept": float(np.mean(kept)), "prefix_tokens": float(np.mean(lengths))}
 
 
 def score_soft_prefix(scorer: Scorer, tok, queries, prefix_embeds, cfg: PromptConfig
