@@ -1,0 +1,70 @@
+"""Flax GPT-2 / Llama loaded from HF safetensors reproduce HF transformers' logits.
+
+Reference logits come from tests/fixtures/llm/make_fixtures.py (transformers 4.57.6,
+torch 2.13.0, float64 forward), so these tests need no torch.
+"""
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from models.llm import CausalLM
+from research.llm import weights
+from tests.llm.conftest import fixture_dir
+
+ARCHS = ["gpt2", "llama"]
+
+
+def _load(name):
+  cfg, params = weights.load_hf_safetensors(fixture_dir(name))
+  ref = np.load(fixture_dir(name) + "/inputs.npz")
+  return cfg, params, ref
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_logits_match_hf(name):
+  cfg, params, ref = _load(name)
+  assert cfg.arch == name
+  logits, _ = CausalLM(cfg).apply(params, jnp.asarray(ref["input_ids"]))
+  assert logits.shape == ref["logits"].shape
+  np.testing.assert_allclose(np.asarray(logits), ref["logits"], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", ARCHS)
+def test_left_padded_logits_match_hf(name):
+  """Padding masked out and positions skipping it give HF's padded logits."""
+  cfg, params, ref = _load(name)
+  mask = ref["padded_mask"]
+  logits, _ = CausalLM(cfg).apply(params, jnp.asarray(ref["padded_ids"]),
+                                  attention_mask=jnp.asarray(mask))  # default positions
+  real = mask.astype(bool)
+  np.testing.assert_allclose(np.asarray(logits)[real], ref["padded_logits"][real], atol=1e-4,
+                             rtol=0)
+  # The padded row's real tokens see only themselves: equal to the unpadded suffix.
+  short, _ = CausalLM(cfg).apply(params, jnp.asarray(ref["padded_ids"][:1, 3:]))
+  np.testing.assert_allclose(np.asarray(logits)[0, 3:], np.asarray(short)[0], atol=1e-5)
+
+
+def test_gguf_llama_matches_safetensors(tiny_llama_gguf):
+  """llama.cpp's Q/K permutation is undone exactly: F32 GGUF == safetensors params."""
+  cfg_st, p_st, ref = _load("llama")
+  cfg_g, p_g = weights.load_gguf(tiny_llama_gguf())
+  assert cfg_g.replace(max_len=cfg_st.max_len, norm_eps=cfg_st.norm_eps) == cfg_st
+  flat_st = dict(weights.jax.tree_util.tree_flatten_with_path(p_st)[0])
+  flat_g = dict(weights.jax.tree_util.tree_flatten_with_path(p_g)[0])
+  assert flat_st.keys() == flat_g.keys()
+  for k in flat_st:
+    np.testing.assert_array_equal(np.asarray(flat_g[k]), np.asarray(flat_st[k]), err_msg=str(k))
+  logits, _ = CausalLM(cfg_g).apply(p_g, jnp.asarray(ref["input_ids"]))
+  np.testing.assert_allclose(np.asarray(logits), ref["logits"], atol=1e-4, rtol=0)
+
+
+def test_gguf_quantised_close(tiny_llama_gguf):
+  """Q8_0-quantised GGUF: dequantised weights and logits stay close to the originals."""
+  import gguf
+  _, p_st, ref = _load("llama")
+  cfg, p_q = weights.load_gguf(tiny_llama_gguf(gguf.GGMLQuantizationType.Q8_0))
+  wq_err = np.abs(np.asarray(p_q["params"]["layers"]["attn"]["wq"])
+                  - np.asarray(p_st["params"]["layers"]["attn"]["wq"])).max()
+  assert 0 < wq_err < 0.01  # really quantised, and unpermuted into the right rows
+  logits, _ = CausalLM(cfg).apply(p_q, jnp.asarray(ref["input_ids"]))
+  assert np.abs(np.asarray(logits) - ref["logits"]).max() < 0.02
