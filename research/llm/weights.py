@@ -71,6 +71,16 @@ def _assemble(config: LMConfig, flat: dict[str, np.ndarray], source: str) -> dic
   return {"params": tree}
 
 
+def _name_file(path: str, convert: Callable[[], dict]) -> dict:
+  """Run a conversion; errors raised without the file name get it prepended."""
+  try:
+    return convert()
+  except WeightImportError as e:
+    if path in str(e):
+      raise
+    raise WeightImportError(f"{path}: {e}") from e
+
+
 def _stack(per_layer: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
   """[{name: array}] per layer -> {"layers/name": stacked array} (scan layout)."""
   return {f"layers/{k}": np.stack([layer[k] for layer in per_layer])
@@ -247,17 +257,23 @@ def load_hf_safetensors(path: str, config: LMConfig | None = None,
       raise WeightImportError(f"{cfg_path}: cannot read the HF config ({e})") from e
     config = config_from_hf(hf, **overrides)
   source = _SafetensorsSource(path)
+  where = ", ".join(sorted(set(source.files.values())))  # name files, not just the folder
   if config.arch == "gpt2":
     # GPT2LMHeadModel prefixes "transformer."; the hub's GPT2Model files do not.
     prefix = "transformer." if "transformer.wte.weight" in source.names() else ""
-    flat = _gpt2_from_hf(config, source, prefix)
+    flat = _name_file(where, lambda: _gpt2_from_hf(config, source, prefix))
   else:
-    flat = _llama_layers(config, source, _HF_LLAMA_NAMES, unpermute=False)
-    flat["embed"] = source("model.embed_tokens.weight")
-    flat["ln_f/scale"] = source("model.norm.weight")
-    if not config.tie_embeddings:
-      flat["head"] = source("lm_head.weight").T
-  return config, _assemble(config, flat, path)
+    flat = _name_file(where, lambda: _llama_from_hf(config, source))
+  return config, _assemble(config, flat, where)
+
+
+def _llama_from_hf(config: LMConfig, get: Callable[[str], np.ndarray]) -> dict:
+  flat = _llama_layers(config, get, _HF_LLAMA_NAMES, unpermute=False)
+  flat["embed"] = get("model.embed_tokens.weight")
+  flat["ln_f/scale"] = get("model.norm.weight")
+  if not config.tie_embeddings:
+    flat["head"] = get("lm_head.weight").T
+  return flat
 
 
 # ----------------------------------------------------------------------------
@@ -293,7 +309,8 @@ def open_gguf(path: str):
   try:
     reader = gguf.GGUFReader(path)
   except Exception as e:  # the reader raises ValueError/IndexError/... on bad bytes
-    raise WeightImportError(f"{path}: not a readable GGUF file ({type(e).__name__}: {e})") from e
+    raise WeightImportError(f"{path}: not a readable GGUF file: wrong format, truncated or "
+                            f"corrupt ({type(e).__name__}: {e})") from e
   size = os.path.getsize(path)
   for t in reader.tensors:
     block, type_size = gguf.GGML_QUANT_SIZES[t.tensor_type]
@@ -367,12 +384,15 @@ def load_gguf(path: str, **overrides) -> tuple[LMConfig, dict]:
     # GGUF lists dims fastest-first; numpy wants them slowest-first.
     return np.asarray(w, np.float32).reshape(tuple(int(s) for s in reversed(t.shape)))
 
-  flat = _llama_layers(config, get, _GGUF_LLAMA_NAMES, unpermute=True)
-  flat["embed"] = get("token_embd.weight")
-  flat["ln_f/scale"] = get("output_norm.weight")
-  if not config.tie_embeddings:
-    flat["head"] = get("output.weight").T
-  return config, _assemble(config, flat, path)
+  def convert():
+    flat = _llama_layers(config, get, _GGUF_LLAMA_NAMES, unpermute=True)
+    flat["embed"] = get("token_embd.weight")
+    flat["ln_f/scale"] = get("output_norm.weight")
+    if not config.tie_embeddings:
+      flat["head"] = get("output.weight").T
+    return flat
+
+  return config, _assemble(config, _name_file(path, convert), path)
 
 
 def find_smollm2_gguf() -> str:
