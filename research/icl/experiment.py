@@ -146,9 +146,7 @@ def evaluate(config, root: str, adapter, params, tok, vocab_size: int, writer=No
       per_task_seed[task] = {}
       for seed in seeds:
         info: dict = {}
-        if method == "zero_shot":
-          nll = harness.score_zero_shot(scorer, tok, qs, pcfg)
-        elif method in ("icl", "icl_nocache"):
+        if method in ("icl", "icl_nocache"):
           nll, info = harness.score_icl(scorer, tok, qs, _demos(root, task, config.data.k, seed),
                                         pcfg, cache_prefix=method == "icl")
         elif method == "icl_retrieved":
@@ -157,10 +155,13 @@ def evaluate(config, root: str, adapter, params, tok, vocab_size: int, writer=No
               pool, min(config.retrieval.pool_size, len(pool)), seed)
           demos = retrieval.retrieve(pool, qs, config.data.k, retrieval.hashed_bow_embed)
           nll, info = harness.score_per_query_demos(scorer, tok, qs, demos, pcfg)
-        else:  # prompt_tuning: the soft prompt does not depend on the demo seed.
-          if seed != seeds[0]:
-            per_task_seed[task][seed] = per_task_seed[task][seeds[0]]
-            continue
+        elif seed != seeds[0]:
+          # Zero-shot and the soft prompt do not depend on the demonstration seed.
+          per_task_seed[task][seed] = per_task_seed[task][seeds[0]]
+          continue
+        elif method == "zero_shot":
+          nll = harness.score_zero_shot(scorer, tok, qs, pcfg)
+        else:
           nll = harness.score_soft_prefix(scorer, tok, qs, soft, pcfg)
         preds = harness.predict(nll, qs)
         per_task_seed[task][seed] = harness.task_metric(preds, golds, is_cls[task])
@@ -180,6 +181,14 @@ def evaluate(config, root: str, adapter, params, tok, vocab_size: int, writer=No
                        **{f"{method}/{t}": v for t, v in agg["per_task"].items()}}, kind="eval")
       writer.write(0, {f"{method}/{k}": v for k, v in agg["efficiency"].items()},
                    kind="efficiency")
+  # Means over the meta-test tasks of every partition whose tasks were all evaluated.
+  results["partitions"] = {}
+  for name in icl_data.list_partitions(root):
+    part = icl_data.load_partition(root, name)
+    if set(part.test) <= set(test_tasks):
+      results["partitions"][name] = {
+          m: float(np.mean([r["per_task"][t] for t in part.test]))
+          for m, r in results["methods"].items()}
   if "zero_shot" in results["methods"] and "icl" in results["methods"]:
     z, i = results["methods"]["zero_shot"]["per_task"], results["methods"]["icl"]["per_task"]
     results["icl_gain"] = {t: i[t] - z[t] for t in test_tasks}

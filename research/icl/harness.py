@@ -455,6 +455,12 @@ def results_table(results: dict[str, Any]) -> str:
                                          for c in cells) + " |")
   lines.append("| **mean** | " + " | ".join(
       f"**{100 * results['methods'][m]['mean']:.1f}**" for m in methods) + " |")
+  if results.get("partitions"):
+    lines += ["", "| partition (meta-test mean) | " + " | ".join(methods) + " |",
+              "|---|" + "---|" * len(methods)]
+    for name, means in sorted(results["partitions"].items()):
+      lines.append(f"| {name} | " + " | ".join(
+          f"{100 * means[m]:.1f}" if m in means else "" for m in methods) + " |")
   lines += ["", "| method | GFLOPs / query | ms / query | prefix tokens |", "|---|---|---|---|"]
   for m in methods:
     e = results["methods"][m].get("efficiency", {})
