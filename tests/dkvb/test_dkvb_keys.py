@@ -1,0 +1,78 @@
+"""Key initialisation: EMA pulls keys to the data and replaces dead keys; k-means."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from models import kv_bottleneck as kvb
+from research.dkvb import keys as keys_lib
+
+
+def _quant_error(data, codebook):
+  q = jnp.asarray(data)[:, None, :]
+  _, d = kvb.nearest_keys(q, codebook[None] if codebook.ndim == 2 else codebook, k=1)
+  return float(jnp.mean(d))
+
+
+def _clusters(n=600, seed=0):
+  rng = np.random.default_rng(seed)
+  centers = rng.uniform(-3, 3, size=(8, 2))
+  return (centers[rng.integers(0, 8, n)] + 0.05 * rng.standard_normal((n, 2))).astype(np.float32)
+
+
+def test_ema_moves_keys_to_data_and_replaces_dead_keys():
+  data = _clusters()
+  to_q = lambda x: x[:, None, :]  # One head, identity.
+  # Half the keys start far away from all data: they can only be fixed by replacement.
+  start = jnp.concatenate([jnp.asarray(data[:8]), 100.0 + jnp.zeros((8, 2))])[None]
+  codebook, state = keys_lib.ema_init_keys(
+      jax.random.key(0), data, to_q, start, num_steps=100, batch_size=64,
+      init_from_data=False, return_state=True)
+  assert int(state.num_replaced) >= 8
+  assert float(jnp.abs(codebook).max()) < 10.0
+  assert _quant_error(data, codebook) < 0.5 * _quant_error(data, start)
+  # Without replacement the far keys stay dead where they are.
+  no_replace = jax.jit(functools.partial(keys_lib.ema_step, replace_dead=False))
+  st = keys_lib.ema_state(start)
+  for i in range(20):
+    st = no_replace(st, jnp.asarray(data[i * 30:(i + 1) * 30])[:, None, :], jax.random.key(i))
+  assert float(jnp.min(st.codebook[0, 8:])) > 90.0
+
+
+def test_ema_step_matches_hand_computed_update():
+  codebook = jnp.asarray([[[0.0], [10.0]]])  # (C=1, J=2, d=1)
+  q = jnp.asarray([[[1.0]], [[3.0]]])  # both nearest to key 0
+  st = keys_lib.ema_step(keys_lib.ema_state(codebook), q, jax.random.key(0), decay=0.5,
+                         eps=0.0, replace_dead=False)
+  # N = 0.5*1 + 0.5*[2, 0] = [1.5, 0.5];  S = 0.5*[0, 10] + 0.5*[4, 0] = [2, 5].
+  np.testing.assert_allclose(np.asarray(st.cluster_size), [[1.5, 0.5]])
+  np.testing.assert_allclose(np.asarray(st.codebook)[0, :, 0], [2 / 1.5, 5 / 0.5], rtol=1e-6)
+
+
+def test_ema_with_sampler_and_random_projection():
+  m = kvb.KeyValueBottleneck(dim_in=2, num_heads=5, num_keys=20, dim_key=2, dim_value=8)
+  v = kvb.init_bottleneck(m, jax.random.key(0))
+  to_q = lambda x: m.apply(v, x, method=m.queries)
+  sample = lambda rng, b: jax.random.uniform(rng, (b, 2))
+  codebook = keys_lib.ema_init_keys(jax.random.key(1), sample, to_q, v["keys"]["codebook"],
+                                    num_steps=200, batch_size=100)
+  assert codebook.shape == (5, 20, 2)
+  test_q = to_q(jax.random.uniform(jax.random.key(2), (500, 2)))
+  idx, d = kvb.nearest_keys(test_q, codebook, k=1)
+  _, d0 = kvb.nearest_keys(test_q, v["keys"]["codebook"], k=1)
+  assert float(d.mean()) < float(d0.mean())
+  # Keys spread over the data: most keys of every head are someone's nearest key.
+  for c in range(5):
+    assert len(np.unique(np.asarray(idx)[:, c, 0])) >= 12
+
+
+def test_kmeans_reduces_quantisation_error():
+  data = _clusters()
+  to_q = lambda x: x[:, None, :]
+  codebook = keys_lib.kmeans_init_keys(jax.random.key(0), data, to_q, 16, num_iters=10,
+                                       batch_size=200)
+  assert codebook.shape == (1, 16, 2)
+  one_iter = keys_lib.kmeans_init_keys(jax.random.key(0), data, to_q, 16, num_iters=0,
+                                       batch_size=200)  # = its random data-point start
+  assert _quant_error(data, codebook) < 0.5 * _quant_error(data, one_iter)
