@@ -54,6 +54,9 @@ class LMConfig:
   dtype: Any = jnp.float32  # activation dtype
   param_dtype: Any = jnp.float32
   remat: bool = False  # recompute each block in the backward pass
+  # Layers unrolled per scan iteration. XLA's cost analysis counts a loop body
+  # once, so FLOP counts need scan_unroll=num_layers (`for_cost_analysis`).
+  scan_unroll: int = 1
 
   def __post_init__(self):
     if self.arch not in ("gpt2", "llama"):
@@ -68,6 +71,10 @@ class LMConfig:
 
   def replace(self, **kw) -> "LMConfig":
     return dataclasses.replace(self, **kw)
+
+  def for_cost_analysis(self) -> "LMConfig":
+    """Same model with the layer scan fully unrolled, so XLA counts every layer."""
+    return self.replace(scan_unroll=self.num_layers)
 
   @classmethod
   def gpt2(cls, size: str = "small", **kw) -> "LMConfig":
@@ -297,7 +304,7 @@ class CausalLM(nn.Module):
     block = nn.remat(Block) if cfg.remat else Block
     self.layers = nn.scan(
         block, variable_axes={"params": 0}, split_rngs={"params": True},
-        in_axes=(0, nn.broadcast), length=cfg.num_layers,
+        in_axes=(0, nn.broadcast), length=cfg.num_layers, unroll=cfg.scan_unroll,
         metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")
     self.ln_f = Norm(cfg, name="ln_f")
     if not cfg.tie_embeddings:

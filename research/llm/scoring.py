@@ -7,6 +7,9 @@ tokens after the prompt. Two equivalent ways, jitted on padded arrays:
   (re-encodes the prompt for every option).
 * `score_options_cached`: the prompt is run once into the KV cache, the cache is
   repeated for the options, and only the option tokens are run against it.
+* `prefill_demos` + `score_query_with_demo_cache`: the K demonstrations are
+  encoded once per task; each query extends a copy of that cache, then its
+  options are scored against it (vanilla ICL at its cheapest).
 
 Both return (sum of option-token log-probs [n], number of option tokens [n]);
 the mean NLL is `-sum / count`. Prompts may be left-padded and options
@@ -94,3 +97,23 @@ def full_rows(prefix: list[int], options: list[list[int]], length: int | None = 
   for i, o in enumerate(options):
     target[i, len(prefix):len(prefix) + len(o)] = 1
   return ids, mask, target
+
+
+@functools.partial(jax.jit, static_argnames=("config", "max_len"))
+def prefill_demos(params, demo_ids, demo_mask, *, config: LMConfig, max_len: int):
+  """Demonstrations [1, D] (left-padded) -> a cache with `max_len` slots (D + query + option)."""
+  return prefill_prefix(params, demo_ids, demo_mask, max_len, config=config)[1]
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def score_query_with_demo_cache(params, demo_cache, query_ids, query_mask, option_ids,
+                                option_mask, *, config: LMConfig):
+  """Query [1, Q] appended to the cached demonstrations, then options [n, L] scored.
+
+  Padding between demonstrations and query is fine: masked slots are skipped and
+  positions continue from the last real demonstration token.
+  """
+  logits, cache = CausalLM(config).apply(params, query_ids, attention_mask=query_mask,
+                                         cache=demo_cache)
+  next_logp = jax.nn.log_softmax(logits[:, -1].astype(jnp.float32), -1)
+  return score_against_cache(params, next_logp, cache, option_ids, option_mask, config=config)
