@@ -100,8 +100,16 @@ def adam_update(grads, state: AdamState, params, *, learning_rate: float, b1: fl
 
 
 def online_adam_logits(params0, x: jax.Array, y: jax.Array, *, learning_rate: float,
-                       b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> jax.Array:
-  """One sequence: x [L, dx], y [L] -> logits [L, C]; logits[t] = f(θ_t, x_t)."""
+                       b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                       remat_chunk: int = 0) -> jax.Array:
+  """One sequence: x [L, dx], y [L] -> logits [L, C]; logits[t] = f(θ_t, x_t).
+
+  `remat_chunk` = k > 0 bounds the memory of the meta-gradient: reverse mode
+  through the scan stores the carry (θ and both Adam moments, 3 P numbers) at
+  every position; with k it stores it every k positions and recomputes the k
+  steps of one chunk during the backward pass (about L/k + k carries instead of
+  L, for one extra forward pass). The values are the same.
+  """
   grad_fn = jax.grad(inner_loss, has_aux=True)
 
   def step(carry, xy):
@@ -111,8 +119,23 @@ def online_adam_logits(params0, x: jax.Array, y: jax.Array, *, learning_rate: fl
                                     b1=b1, b2=b2, eps=eps)
     return (params, opt_state), logits
 
-  _, logits = jax.lax.scan(step, (params0, adam_init(params0)), (x, y))
-  return logits
+  carry = (params0, adam_init(params0))
+  length = x.shape[0]
+  if remat_chunk <= 0 or remat_chunk >= length:
+    return jax.lax.scan(step, carry, (x, y))[1]
+  # Pad the end to whole chunks: padded steps come after every real prediction,
+  # so they cannot change it, and their outputs are dropped.
+  num_chunks = -(-length // remat_chunk)
+  pad = num_chunks * remat_chunk - length
+  xs = jnp.pad(x, ((0, pad), (0, 0))).reshape(num_chunks, remat_chunk, -1)
+  ys = jnp.pad(y, (0, pad)).reshape(num_chunks, remat_chunk)
+
+  @jax.checkpoint
+  def chunk(carry, xy):
+    return jax.lax.scan(step, carry, xy)
+
+  logits = jax.lax.scan(chunk, carry, (xs, ys))[1]
+  return logits.reshape(num_chunks * remat_chunk, -1)[:length]
 
 
 class SGDLearner(nn.Module):
@@ -130,6 +153,7 @@ class SGDLearner(nn.Module):
   b2: float = 0.999
   eps: float = 1e-8
   init_seed: int = 0
+  remat_chunk: int = 0  # > 0: checkpoint the inner loop every k examples (see online_adam_logits).
   meta_learn_init: bool = False
 
   def state_size(self, seq_len: int) -> int:
@@ -157,7 +181,8 @@ class SGDLearner(nn.Module):
       raise ValueError(f"{type(self).__name__}: x has {input_dim} features, input_dim={self.input_dim}")
     params0, batched = self._initial_params(batch, input_dim)
     run = lambda p, xs, ys: online_adam_logits(
-        p, xs, ys, learning_rate=self.learning_rate, b1=self.b1, b2=self.b2, eps=self.eps)
+        p, xs, ys, learning_rate=self.learning_rate, b1=self.b1, b2=self.b2, eps=self.eps,
+        remat_chunk=self.remat_chunk)
     return jax.vmap(run, in_axes=(0 if batched else None, 0, 0))(params0, x, y.astype(jnp.int32))
 
 
