@@ -5,7 +5,7 @@ logits[:, t] depends only on x[:, :t+1] and y[:, :t]; `state_size(seq_len)`).
 
 Inner loop (one sequence, as in the paper's released `SGD` model): the learner
 is an MLP dx -> hidden (ReLU) -> C. Starting from θ_0 it walks the sequence once;
-at position t it first predicts x_t with θ_t, then takes ONE Adam step on the
+at position t it first predicts the label of x_t with θ_t, then takes ONE Adam step on the
 cross-entropy of the single example (x_t, y_t):
   logits_t = f(θ_t, x_t);  θ_{t+1} = Adam(θ_t, ∇ CE(f(θ_t, x_t), y_t)).
 So the prediction at t uses θ after t updates, one per example seen (batch size
