@@ -143,39 +143,60 @@ def make_optimizer(m: ml_collections.ConfigDict) -> optax.GradientTransformation
 # ----------------------------------------------------------------------------
 # Training.
 # ----------------------------------------------------------------------------
-def make_train_fn(logits_fn, opt, *, n: int, batch_size: int, label_smoothing: float,
+def make_train_fn(logits_fn, opt, *, n_max: int, batch_size: int, label_smoothing: float,
                   num_classes: int, num_epochs: int):
-  """Jitted (params, opt_state, x, y, rng) -> (params, opt_state, mean loss) for
-  `num_epochs` epochs of shuffled minibatches (the last batch wraps around)."""
-  b = n if batch_size <= 0 else min(batch_size, n)
-  num_batches = -(-n // b)
+  """Jitted (params, opt_state, x, y, n, rng) -> (params, opt_state, mean loss).
 
-  def loss_fn(params, x, y):
+  Runs `num_epochs` epochs of shuffled minibatches over the first `n` rows of
+  `x`, `y` (padded to `n_max` rows, so tasks of different sizes share one
+  compilation). Like a DataLoader without drop_last: the last batch of an epoch
+  may be partial (masked), batches past the end are skipped. `batch_size <= 0`
+  means full batch.
+  """
+  b = n_max if batch_size <= 0 else min(batch_size, n_max)
+  num_batches = -(-n_max // b)
+
+  def loss_fn(params, x, y, w):
     targets = optax.smooth_labels(jax.nn.one_hot(y, num_classes), label_smoothing)
-    return optax.softmax_cross_entropy(logits_fn(params, x), targets).mean()
+    losses = optax.softmax_cross_entropy(logits_fn(params, x), targets)
+    return jnp.sum(w * losses) / jnp.maximum(jnp.sum(w), 1.0)
 
-  def step(carry, idx):
-    params, opt_state, x, y = carry
-    loss, grads = jax.value_and_grad(loss_fn)(params, x[idx], y[idx])
-    updates, opt_state = opt.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state, x, y), loss
+  def step(carry, xs):
+    params, opt_state, x, y, n = carry
+    idx, pos = xs
+    w = (pos < n).astype(jnp.float32)
+
+    def update(_):
+      loss, grads = jax.value_and_grad(loss_fn)(params, x[idx], y[idx], w)
+      updates, new_state = opt.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), new_state, loss
+
+    skip = lambda _: (params, opt_state, jnp.zeros((), jnp.float32))
+    new_params, new_state, loss = jax.lax.cond(pos[0] < n, update, skip, None)
+    return (new_params, new_state, x, y, n), (loss, pos[0] < n)
 
   def epoch(carry, rng):
-    if num_batches == 1 and b == n:
-      idx = jnp.arange(n)[None]  # Full batch: order does not matter.
-    else:
-      perm = jax.random.permutation(rng, n)
-      idx = jnp.concatenate([perm, perm[:num_batches * b - n]]).reshape(num_batches, b)
-    carry, losses = jax.lax.scan(step, carry, idx)
-    return carry, losses.mean()
+    n = carry[-1]
+    # A random permutation of the n valid rows first, padding rows last.
+    order = jnp.argsort(jnp.where(jnp.arange(n_max) < n,
+                                  jax.random.uniform(rng, (n_max,)), 2.0))
+    order = jnp.pad(order, (0, num_batches * b - n_max))
+    pos = jnp.arange(num_batches * b)
+    carry, (losses, active) = jax.lax.scan(
+        step, carry, (order.reshape(num_batches, b), pos.reshape(num_batches, b)))
+    return carry, jnp.sum(losses) / jnp.maximum(jnp.sum(active), 1)
 
   @jax.jit
-  def train(params, opt_state, x, y, rng):
-    carry, losses = jax.lax.scan(epoch, (params, opt_state, x, y),
+  def train(params, opt_state, x, y, n, rng):
+    carry, losses = jax.lax.scan(epoch, (params, opt_state, x, y, n),
                                  jax.random.split(rng, num_epochs))
     return carry[0], carry[1], losses.mean()
 
   return train
+
+
+def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
+  return np.concatenate([a, np.zeros((n - len(a),) + a.shape[1:], a.dtype)])
 
 
 def _batched(fn, x, batch: int = 1024):
@@ -224,6 +245,7 @@ def run_model(name: str, m: ml_collections.ConfigDict, s: Stream, cfg, seed: int
       return _batched(lambda b: logits_fn(params, b), idx).argmax(-1)
     return _batched(lambda b: logits_fn(params, b), x).argmax(-1)
 
+  n_max = max(len(x) for x, _ in stages)
   rows, epoch_count, t0 = [], 0, time.perf_counter()
   train_fns: dict[tuple[int, int], Any] = {}
   for t, (x, y) in enumerate(stages):
@@ -239,15 +261,15 @@ def run_model(name: str, m: ml_collections.ConfigDict, s: Stream, cfg, seed: int
     row = None
     while done < epochs:
       chunk = min(eval_every, epochs - done)
-      fn_key = (len(x), chunk)
-      if fn_key not in train_fns:
-        train_fns[fn_key] = make_train_fn(
-            logits_fn, opt, n=len(x), batch_size=cfg.train.batch_size,
+      if chunk not in train_fns:
+        train_fns[chunk] = make_train_fn(
+            logits_fn, opt, n_max=n_max, batch_size=cfg.train.batch_size,
             label_smoothing=cfg.train.label_smoothing, num_classes=s.num_classes,
             num_epochs=chunk)
       r_train, r = jax.random.split(r_train)
-      params, opt_state, loss = train_fns[fn_key](params, opt_state, jnp.asarray(x_in),
-                                                 jnp.asarray(y), r)
+      params, opt_state, loss = train_fns[chunk](
+          params, opt_state, jnp.asarray(_pad_rows(x_in, n_max)),
+          jnp.asarray(_pad_rows(y, n_max)), jnp.int32(len(x)), r)
       done += chunk
       epoch_count += chunk
       pred = predict(params, x_te)
