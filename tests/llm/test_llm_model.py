@@ -194,3 +194,26 @@ def test_token_logprobs():
   logits = jnp.log(jnp.asarray([[[0.25, 0.75], [0.5, 0.5]]]))
   np.testing.assert_allclose(llm.token_logprobs(logits, jnp.asarray([[1, 0]])),
                              np.log([[0.75, 0.5]]), atol=1e-6)
+
+
+def test_bfloat16_activations_close_to_float32():
+  cfg, _, params, ids = _setup("llama")
+  want, _ = jax.jit(CausalLM(cfg).apply)(params, ids)
+  got, cache = jax.jit(CausalLM(cfg.replace(dtype=jnp.bfloat16)).apply)(
+      params, ids, cache=init_cache(cfg.replace(dtype=jnp.bfloat16), 3, 12))
+  assert got.dtype == jnp.float32 and cache.k.dtype == jnp.bfloat16
+  assert float(jnp.abs(got - want).max()) < 0.05 * float(jnp.abs(want).max())
+
+
+def test_remat_same_gradients():
+  cfg, _, params, ids = _setup("gpt2")
+
+  def loss(p, c):
+    logits, _ = CausalLM(c).apply(p, ids[:, :-1])
+    return -llm.token_logprobs(logits, ids[:, 1:]).mean()
+
+  g = jax.jit(jax.grad(loss), static_argnums=1)
+  a, b = g(params, cfg), g(params, cfg.replace(remat=True))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, atol=1e-5)
+  assert float(jnp.abs(a["params"]["layers"]["attn"]["wq"]).sum()) > 0
