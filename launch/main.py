@@ -10,7 +10,6 @@ from SLURM / Cloud TPU (--distributed).
 """
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -30,13 +29,6 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 _LOCAL_DEVICES = flags.DEFINE_integer("local_devices", None,
                                       "CPU only: number of (fake) devices for this process.")
 
-# config.task -> runner module for papers whose protocol is not one training run
-# (e.g. DKVB's class-incremental stages); everything else uses the trainer.
-RUNNERS = {
-    "dkvb": "research.dkvb.experiment",
-    "icl_eval": "research.icl.experiment",
-}
-
 
 def main(argv):
   del argv
@@ -46,8 +38,8 @@ def main(argv):
   if _LOCAL_DEVICES.value:
     jax.config.update("jax_num_cpu_devices", _LOCAL_DEVICES.value)
   if _COORDINATOR.value or _DISTRIBUTED.value:
-    if jax.config.jax_platforms in (None, "", "cpu") and not os.environ.get("CUDA_VISIBLE_DEVICES"):
-      jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Cross-process collectives for the CPU backend (GPUs/TPUs bring their own).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
   cache = os.environ.get("RESEARCH_COMPILE_CACHE", os.path.expanduser("~/.cache/research/jax_compile"))
@@ -55,13 +47,9 @@ def main(argv):
   config, workdir = _CONFIG.value, _WORKDIR.value
   if not workdir:
     raise app.UsageError("--workdir is required")
-  from research import checkpoint, config as config_lib, sharding
+  from research import checkpoint, config as config_lib, experiment, sharding
   try:
-    if config.task in RUNNERS:
-      importlib.import_module(RUNNERS[config.task]).run(config, workdir)
-    else:
-      from research import train
-      train.train_and_evaluate(config, workdir)
+    experiment.run(config, workdir)
   except (config_lib.ConfigError, sharding.ShardingError, checkpoint.CheckpointMismatch) as e:
     # Bad input: one clear line, nothing saved is touched.
     print(f"error: {e}", file=sys.stderr, flush=True)

@@ -14,9 +14,15 @@ from typing import Any, Callable
 
 import jax
 
-# config.task -> module with `build(config, mesh) -> Experiment`.
+# config.task -> module with `build(config, mesh) -> Experiment` (run by the trainer).
 REGISTRY = {
     "gpicl": "research.gpicl.experiment",
+}
+# config.task -> module with `run(config, workdir) -> dict`, for protocols that are
+# not one training run (DKVB's class-incremental stages, ICL evaluations).
+RUNNERS = {
+    "dkvb": "research.dkvb.experiment",
+    "icl_eval": "research.icl.experiment",
 }
 
 
@@ -42,3 +48,13 @@ def build(config, mesh) -> Experiment:
     raise ValueError(f"config.task={config.task!r} is not a trainer experiment; "
                      f"known: {sorted(REGISTRY)}")
   return importlib.import_module(REGISTRY[config.task]).build(config, mesh)
+
+
+def run(config, workdir: str) -> dict:
+  """Runs any experiment config: the trainer for REGISTRY tasks, else its runner."""
+  if config.task in RUNNERS:
+    return importlib.import_module(RUNNERS[config.task]).run(config, workdir)
+  if config.task not in REGISTRY:
+    raise ValueError(f"config.task={config.task!r} unknown; known: {sorted({**REGISTRY, **RUNNERS})}")
+  from research import train  # Imported here: train imports this module.
+  return train.train_and_evaluate(config, workdir)

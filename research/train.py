@@ -106,49 +106,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # Train step: jitted with explicit shardings, state donated.
   # --------------------------------------------------------------------------
   batch_sharding = sharding.batch_sharding(mesh, rules)
-  accum = config.train.grad_accum_steps
-
-  def grads_of(params, key):
-    k_batch, k_loss = jax.random.split(key)
-    batch = exp.sample_batch(k_batch)
-    batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-    grad_fn = jax.value_and_grad(exp.loss_fn, has_aux=True)
-    if accum == 1:
-      (_, metrics), grads = grad_fn(params, batch, k_loss)
-      return grads, metrics
-    # Gradient accumulation: the same global batch in `accum` sequential slices.
-    micro = jax.tree.map(lambda x: x.reshape(accum, -1, *x.shape[1:]), batch)
-
-    def body(carry, xs):
-      mb, k = xs
-      mb = jax.lax.with_sharding_constraint(mb, batch_sharding)
-      (_, m), g = grad_fn(params, mb, k)
-      return jax.tree.map(jnp.add, carry, (g, m)), None
-
-    (_, m_shape), g_shape = jax.eval_shape(
-        grad_fn, params, jax.tree.map(lambda x: x[0], micro), k_loss)
-    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (g_shape, m_shape))
-    (grads, metrics), _ = jax.lax.scan(body, zeros, (micro, jax.random.split(k_loss, accum)))
-    return jax.tree.map(lambda x: x / accum, (grads, metrics))
-
-  def train_step(state):
-    key = jax.random.fold_in(train_key, state["step"])
-    grads, metrics = grads_of(state["params"], key)
-    grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(grad_norm) & jnp.all(jnp.stack(
-        [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    # A non-finite loss or gradient leaves params and optimizer state untouched.
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    bad = (~finite).astype(jnp.int32)
-    new_state = {"step": state["step"] + 1, "params": keep(params, state["params"]),
-                 "opt_state": keep(opt_state, state["opt_state"]),
-                 "nonfinite_total": state["nonfinite_total"] + bad,
-                 "nonfinite_run": (state["nonfinite_run"] + bad) * bad}
-    metrics = dict(metrics, grad_norm=grad_norm, nonfinite=bad)
-    return new_state, metrics
-
+  train_step = make_train_step(exp, tx, train_key, batch_sharding, config.train.grad_accum_steps)
   step_fn = jax.jit(train_step, in_shardings=(state_sharding,),
                     out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
   compiled = step_fn.lower(state).compile()
@@ -228,6 +186,58 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     os.replace(tmp, final_path)
   mngr.close()
   return final
+
+
+def make_train_step(exp: experiment_lib.Experiment, tx, train_key, batch_sharding, accum: int = 1):
+  """The train step as a pure function of the state (jit it with shardings).
+
+  The batch is sampled inside the step from fold_in(train_key, step). A step whose
+  loss or gradient is not finite leaves params and optimizer state unchanged and
+  is counted in the state.
+  """
+
+  def grads_of(params, key):
+    k_batch, k_loss = jax.random.split(key)
+    batch = exp.sample_batch(k_batch)
+    batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
+    grad_fn = jax.value_and_grad(exp.loss_fn, has_aux=True)
+    if accum == 1:
+      (_, metrics), grads = grad_fn(params, batch, k_loss)
+      return grads, metrics
+    # Gradient accumulation: the same global batch in `accum` sequential slices.
+    micro = jax.tree.map(lambda x: x.reshape(accum, -1, *x.shape[1:]), batch)
+
+    def body(carry, xs):
+      mb, k = xs
+      mb = jax.lax.with_sharding_constraint(mb, batch_sharding)
+      (_, m), g = grad_fn(params, mb, k)
+      return jax.tree.map(jnp.add, carry, (g, m)), None
+
+    (_, m_shape), g_shape = jax.eval_shape(
+        grad_fn, params, jax.tree.map(lambda x: x[0], micro), k_loss)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (g_shape, m_shape))
+    (grads, metrics), _ = jax.lax.scan(body, zeros, (micro, jax.random.split(k_loss, accum)))
+    return jax.tree.map(lambda x: x / accum, (grads, metrics))
+
+  def train_step(state):
+    key = jax.random.fold_in(train_key, state["step"])
+    grads, metrics = grads_of(state["params"], key)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(grad_norm) & jnp.all(jnp.stack(
+        [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    # A non-finite loss or gradient leaves params and optimizer state untouched.
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    bad = (~finite).astype(jnp.int32)
+    new_state = {"step": state["step"] + 1, "params": keep(params, state["params"]),
+                 "opt_state": keep(opt_state, state["opt_state"]),
+                 "nonfinite_total": state["nonfinite_total"] + bad,
+                 "nonfinite_run": (state["nonfinite_run"] + bad) * bad}
+    metrics = dict(metrics, grad_norm=grad_norm, nonfinite=bad)
+    return new_state, metrics
+
+  return train_step
 
 
 # ----------------------------------------------------------------------------

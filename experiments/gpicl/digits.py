@@ -37,7 +37,7 @@ def get_config(arg=None):
   c.peak_flops = config_dict.placeholder(float)  # FLOP/s per device for MFU; None = measure.
 
   c.data = ml_collections.ConfigDict(dict(
-      dataset="digits", input_dim=64, num_classes=10, seq_len=40, split_seed=0))
+      dataset="digits", input_dim=64, num_classes=10, seq_len=32, split_seed=0))
   c.tasks = ml_collections.ConfigDict(dict(
       num_tasks=a.num_tasks,        # Size of the task-id pool (2^0 … 2^25).
       task_seed=0,
@@ -47,15 +47,15 @@ def get_config(arg=None):
       bias_fraction=0.0,            # Fraction of each batch on task 0 (plateau intervention).
   ))
   c.model = ml_collections.ConfigDict(dict(
-      name="transformer", num_layers=2, num_heads=4, head_dim=32, d_model=128, mlp_ratio=4,
+      name="transformer", num_layers=2, num_heads=4, head_dim=16, d_model=64, mlp_ratio=4,
       layout=a.layout, attention="xla", remat=False))
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
       grad_clip=1.0))
   c.schedule = ml_collections.ConfigDict(dict(name="constant", warmup_steps=0, final_fraction=0.0))
   c.train = ml_collections.ConfigDict(dict(
-      num_steps=a.steps or 3000, batch_size=128, grad_accum_steps=1,
-      log_every=50, eval_every=500, checkpoint_every=500, keep_checkpoints=3,
+      num_steps=a.steps or 2000, batch_size=128, grad_accum_steps=1,
+      log_every=50, eval_every=250, checkpoint_every=500, keep_checkpoints=3,
       on_nonfinite="skip", max_nonfinite_steps=20, tensorboard=True, progress=True))
   c.eval = ml_collections.ConfigDict(dict(
       num_sequences=256, seed=1234, datasets=("wine", "breast_cancer", "iris", "mnist1d")))
