@@ -13,6 +13,15 @@ FLOPs come from XLA's cost analysis of each compiled function, compiled with
 the layer scan unrolled (XLA counts a loop body once); times are the
 median wall-clock of `repeats` calls after a warm-up call, on whatever backend
 runs. Ratios are measured in the same run, never asserted.
+
+Measured (`python -m research.llm.bench`, defaults: SmolLM2-135M architecture,
+256 demonstration + 32 query tokens, 4 options of 4 tokens, 8 queries per task;
+2-core shared CPU under load ~9, float32), per query:
+
+  full           339 GFLOPs   8.25 s
+  cached_prompt   88 GFLOPs   1.21 s   (FLOPs x0.26, time x0.15)
+  cached_demos    21 GFLOPs   0.43 s   (FLOPs x0.06, time x0.05)
+All three gave the same option log-likelihoods (max diff 4e-6).
 """
 import time
 
