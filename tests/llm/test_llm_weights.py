@@ -160,3 +160,27 @@ def test_tokenizer_json_roundtrip(tmp_path):
   (tmp_path / "tokenizer.json").write_text("{oops")
   with pytest.raises(WeightImportError, match="tokenizer.json"):
     tok_lib.load_tokenizer_json(str(tmp_path))
+
+
+def test_sharded_checkpoint_and_unprefixed_gpt2(tmp_path):
+  """HF shard index (model.safetensors.index.json) and GPT-2 hub naming (no "transformer.")."""
+  import jax
+  ref_cfg, ref = weights.load_hf_safetensors(fixture_dir("gpt2"))
+  d = _copy_fixture(tmp_path, "gpt2")
+  tensors = load_file(str(d / "model.safetensors"))
+  os.remove(d / "model.safetensors")
+  names = sorted(tensors)
+  shards = {"model-00001-of-00002.safetensors": names[::2],
+            "model-00002-of-00002.safetensors": names[1::2]}
+  weight_map = {}
+  for shard, keys in shards.items():
+    save_file({k.removeprefix("transformer."): tensors[k] for k in keys}, str(d / shard))
+    weight_map.update({k.removeprefix("transformer."): shard for k in keys})
+  (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+  cfg, params = weights.load_hf_safetensors(str(d))
+  assert cfg == ref_cfg
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref)):
+    np.testing.assert_array_equal(a, b)
+  os.remove(d / "model-00002-of-00002.safetensors")
+  with pytest.raises(WeightImportError, match="model-00002-of-00002"):
+    weights.load_hf_safetensors(str(d))
