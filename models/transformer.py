@@ -27,6 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from models.layers import paper_tokens
+
 Layout = Literal["paper", "query"]
 
 _dense_init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
@@ -93,13 +95,6 @@ class Block(nn.Module):
     y = nn.gelu(y)
     y = _param_dense(d_model, ("mlp", "embed"), "mlp_out")(y)
     return h + y.astype(h.dtype)
-
-
-def paper_tokens(x, y, num_classes):
-  """Paper layout: token t = x_t ⊕ onehot(y_{t-1}), zeros at t = 0."""
-  prev = jax.nn.one_hot(y[:, :-1], num_classes, dtype=x.dtype)
-  prev = jnp.pad(prev, ((0, 0), (1, 0), (0, 0)))
-  return jnp.concatenate([x, prev], axis=-1)
 
 
 def query_tokens(x, y, num_classes):

@@ -18,6 +18,7 @@ Variants:
   :tiny                      a few steps, for tests
   :layout=paper              the paper's token layout
   :num_tasks=256             fewer tasks (task identification instead of learning)
+  :learner=lstm              any learner of experiments/gpicl/learners.py
 
 Expected result: see EXPECTED below (measured on the 2-core dev machine).
 """
@@ -25,12 +26,14 @@ import ml_collections
 from ml_collections import config_dict
 
 from experiments import common
+from experiments.gpicl import learners
 
 EXPECTED = "filled in from a measured run; see experiments/gpicl/README.md"
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, tiny=False, layout="query", num_tasks=2**16, seed=0, steps=0)
+  a = common.parse_arg(arg, tiny=False, layout="query", num_tasks=2**16, seed=0, steps=0,
+                       learner="transformer")
   c = ml_collections.ConfigDict()
   c.task = "gpicl"
   c.seed = a.seed
@@ -46,9 +49,7 @@ def get_config(arg=None):
       permute_prob=1.0,             # Every task permutes its labels.
       bias_fraction=0.0,            # Fraction of each batch on task 0 (plateau intervention).
   ))
-  c.model = ml_collections.ConfigDict(dict(
-      name="transformer", num_layers=2, num_heads=4, head_dim=16, d_model=64, mlp_ratio=4,
-      layout=a.layout, attention="xla", remat=False))
+  c.model = learners.learner_config(a.learner, "tiny" if a.tiny else "small", a.layout)
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
       grad_clip=1.0))
@@ -64,7 +65,6 @@ def get_config(arg=None):
 
   if a.tiny:
     c.data.seq_len = 12
-    c.model.update(num_layers=1, num_heads=2, head_dim=8, d_model=16)
     c.train.update(num_steps=a.steps or 6, batch_size=16, log_every=2, eval_every=3,
                    checkpoint_every=3, tensorboard=False, progress=False)
     c.eval.update(num_sequences=16, datasets=("wine",))

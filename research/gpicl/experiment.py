@@ -88,14 +88,15 @@ def build(config, mesh) -> experiment_lib.Experiment:
                      f"{d.dataset}; raise data.num_classes")
   pools = {k: (sharding.put_replicated(x, mesh), sharding.put_replicated(y, mesh))
            for k, (x, y) in pools_np.items()}
-  model = learners.make_learner(config.model, num_classes=num_classes, seq_len=d.seq_len)
+  model = learners.make_learner(config.model, num_classes=num_classes, seq_len=d.seq_len,
+                                 input_dim=d.input_dim)
   task_kw = dict(task_seed=t.task_seed, proj_std=t.proj_std, bias_std=t.bias_std,
                  permute_prob=t.permute_prob)
 
   def init_params(key):
     x = jnp.zeros((1, d.seq_len, d.input_dim), jnp.float32)
     y = jnp.zeros((1, d.seq_len), jnp.int32)
-    return model.init(key, x, y)["params"]
+    return model.init(key, x, y).get("params", {})  # The SGD learner has none.
 
   def sample_batch(key):
     k_ids, k_seq = jax.random.split(key)
@@ -179,8 +180,7 @@ def build(config, mesh) -> experiment_lib.Experiment:
     return text
 
   n_params = sum(math.prod(p.shape) for p in jax.tree.leaves(
-      jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, d.seq_len, d.input_dim)),
-                                        jnp.zeros((1, d.seq_len), jnp.int32)))))
+      jax.eval_shape(init_params, jax.random.key(0))))
   info = {"num_params": n_params, "state_size": model.state_size(d.seq_len),
           "layout": config.model.get("layout", "paper")}
   return experiment_lib.Experiment(init_params, sample_batch, loss_fn, evaluate, report, info)

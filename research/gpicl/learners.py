@@ -17,7 +17,7 @@ LEARNERS = {
 }
 
 
-def make_learner(model_config, *, num_classes: int, seq_len: int):
+def make_learner(model_config, *, num_classes: int, seq_len: int, input_dim: int):
   """Instantiates `model_config.name` with the config's other fields as arguments."""
   name = model_config.name
   if name not in LEARNERS:
@@ -27,6 +27,8 @@ def make_learner(model_config, *, num_classes: int, seq_len: int):
   kwargs = {k: v for k, v in model_config.items() if k != "name"}
   if name == "transformer":
     kwargs.setdefault("max_len", seq_len)
+  if name in ("sgd", "maml"):
+    kwargs.setdefault("input_dim", input_dim)
   fields = set(getattr(cls, "__dataclass_fields__", {}))
   unknown = sorted(set(kwargs) - fields)
   if unknown:
