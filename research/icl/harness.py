@@ -22,6 +22,9 @@ wraps `models.llm.CausalLM`. `Scorer` owns the jitted scoring functions:
 
 Every call is an ahead-of-time compiled executable, so its FLOPs come from XLA's
 cost analysis of exactly what ran; `Scorer.meter` accumulates FLOPs and wall time.
+XLA counts a while loop's body once, so for `nn.scan`-stacked models (CausalLM)
+the adapter adds the other num_layers - 1 blocks analytically
+(`scan_flops_correction`); a test checks the total grows linearly in the depth.
 """
 from __future__ import annotations
 
@@ -91,6 +94,19 @@ class CausalLMAdapter:
 
   def expand_cache(self, cache, n):
     return self._llm.expand_cache(cache, n)
+
+  def layer_flops(self, batch: int, t: int, s: int) -> float:
+    """Matmul FLOPs of one block for `batch` rows of t tokens attending s slots."""
+    c = self.config
+    proj = 2 * t * c.d_model * c.head_dim * (2 * c.num_heads + 2 * c.num_kv_heads)
+    mlp = 2 * t * c.d_model * c.mlp_dim * (3 if c.arch == "llama" else 2)
+    attn = 2 * 2 * t * s * c.num_heads * c.head_dim
+    return float(batch * (proj + mlp + attn))
+
+  def scan_flops_correction(self, batch: int, t: int, s: int) -> float:
+    """XLA's cost analysis counts the body of `nn.scan`'s while loop once; the
+    other num_layers - 1 blocks are added analytically."""
+    return (self.config.num_layers - 1) * self.layer_flops(batch, t, s)
 
 
 # --------------------------------------------------------------------------------------
@@ -186,14 +202,18 @@ class Scorer:
                  "cached": cached}
 
   # -- compilation and metering -----------------------------------------------------
-  def _run(self, name: str, static: dict, *args):
+  def _correction(self, batch: int, t: int, s: int) -> float:
+    fn = getattr(self.adapter, "scan_flops_correction", None)
+    return float(fn(batch, t, s)) if fn else 0.0
+
+  def _run(self, name: str, static: dict, *args, shape_flops: tuple[int, int, int] = (0, 0, 0)):
     key = (name, tuple(sorted(static.items())),
            tuple((a.shape, str(a.dtype)) for a in jax.tree.leaves(args)))
     if key not in self._compiled:
       fn = jax.jit(lambda *a: self._fns[name](*a, **static))
       compiled = fn.lower(self.params, *args).compile()
       self._compiled[key] = compiled
-      self._flops[key] = _xla_flops(compiled)
+      self._flops[key] = _xla_flops(compiled) + self._correction(*shape_flops)
     start = time.perf_counter()
     out = jax.block_until_ready(self._compiled[key](self.params, *args))
     self.meter.seconds += time.perf_counter() - start
@@ -229,7 +249,9 @@ class Scorer:
   # -- public API -------------------------------------------------------------------
   def score_full(self, rows: Sequence[tuple[Ids, Ids]]) -> np.ndarray:
     """Mean option NLL per row, each row encoded from scratch."""
-    out = [self._run("full", {"max_opt": m}, *chunk) for chunk, m in self._pack(rows)]
+    out = [self._run("full", {"max_opt": m}, *chunk,
+                     shape_flops=(chunk[0].shape[0], chunk[0].shape[1], chunk[0].shape[1]))
+           for chunk, m in self._pack(rows)]
     return np.concatenate([np.asarray(o) for o in out])[:len(rows)]
 
   def prefill(self, prefix_ids: Ids | None = None, prefix_embeds=None, *,
@@ -244,17 +266,19 @@ class Scorer:
       ids = np.zeros((1, p), np.int32)
       ids[0, :n] = prefix_ids
       mask = (np.arange(p) < n).astype(np.int32)[None]
-      cache = self._run("prefill_ids", {}, cache, jnp.asarray(ids), jnp.asarray(mask))
+      cache = self._run("prefill_ids", {}, cache, jnp.asarray(ids), jnp.asarray(mask),
+                        shape_flops=(1, p, p + rows_len))
     else:
       embeds = jnp.asarray(prefix_embeds)[None] if prefix_embeds.ndim == 2 else prefix_embeds
       n = p = embeds.shape[1]
       cache = self.adapter.init_cache(1, p + rows_len)
-      cache = self._run("prefill_embeds", {}, cache, embeds)
+      cache = self._run("prefill_embeds", {}, cache, embeds, shape_flops=(1, p, p + rows_len))
     return Prefix(cache, n, p + rows_len, rows_len)
 
   def score_with_prefix(self, prefix: Prefix, rows: Sequence[tuple[Ids, Ids]]) -> np.ndarray:
     """Mean option NLL per row, every row attending to the cached prefix."""
-    out = [self._run("cached", {"max_opt": m}, prefix.cache, *chunk)
+    out = [self._run("cached", {"max_opt": m}, prefix.cache, *chunk,
+                     shape_flops=(chunk[0].shape[0], chunk[0].shape[1], prefix.cache_len))
            for chunk, m in self._pack(rows, prefix.rows_len)]
     return np.concatenate([np.asarray(o) for o in out])[:len(rows)]
 

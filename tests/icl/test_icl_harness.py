@@ -199,3 +199,26 @@ def test_icl_prompt_tuning_learns_and_llm_frozen():
   # The loss has no gradient path into the LLM parameters.
   g = jax.grad(pt.soft_prompt_loss, argnums=1)(soft, p, adapter, *batch)
   assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(g))
+
+
+def test_icl_flops_count_every_scanned_layer():
+  """XLA counts nn.scan's loop body once; the adapter's analytic per-block count must
+  match XLA's count of one block, and the metered total must grow linearly in depth."""
+  cfg = llm.LMConfig(vocab_size=256, d_model=64, num_layers=1, num_heads=4, num_kv_heads=2,
+                     head_dim=16, mlp_dim=256)
+  block = llm.Block(cfg)
+  x = jnp.zeros((8, 16, 64))
+  ctx = (jnp.zeros((8, 16), jnp.int32), jnp.ones((8, 16, 16), bool), 0)
+  bp = block.init(jax.random.key(0), x, None, ctx)
+  compiled = jax.jit(lambda p, x: block.apply(p, x, None, ctx)[0]).lower(bp, x).compile()
+  analytic = H.CausalLMAdapter(llm.CausalLM(cfg)).layer_flops(8, 16, 16)
+  assert H._xla_flops(compiled) == pytest.approx(analytic, rel=0.1)
+  totals = []
+  for layers in (1, 2, 4):
+    model = llm.CausalLM(cfg.replace(num_layers=layers))
+    params = model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+    scorer = H.Scorer(H.CausalLMAdapter(model), params)
+    scorer.score_full([([1, 2, 3], [4, 5])] * 8)
+    totals.append(scorer.meter.flops)
+  assert totals[2] - totals[1] == pytest.approx(2 * (totals[1] - totals[0]), rel=0.01)
+  assert totals[1] - totals[0] == pytest.approx(analytic, rel=0.1)
