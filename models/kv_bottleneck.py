@@ -58,14 +58,22 @@ def split_heads(x: Array, projection: Array | None, mode: str, num_heads: int,
 
 
 def _chunk_topk(q: Array, keys_chunk: Array, valid: Array | None, k: int):
-  """Top-k smallest squared distances of q (B, C, d) to keys (C, j, d)."""
-  # |q|^2 is constant per (b, c) and does not change the ranking, but we keep it
-  # so the returned distances are true squared distances.
+  """Top-k smallest squared distances of head-major q (C, B, d) to keys (C, j, d).
+
+  Returns (distances, indices), each (C, B, k).
+  """
   d2 = (jnp.sum(q * q, -1)[..., None]
-        - 2.0 * jnp.einsum("bcd,cjd->bcj", q, keys_chunk)
-        + jnp.sum(keys_chunk * keys_chunk, -1)[None])
+        - 2.0 * jnp.einsum("cbd,cjd->cbj", q, keys_chunk)
+        + jnp.sum(keys_chunk * keys_chunk, -1)[:, None, :])
   if valid is not None:
-    d2 = jnp.where(valid[None], d2, jnp.inf)
+    d2 = jnp.where(valid[:, None, :], d2, jnp.inf)
+  if k == 1:
+    # min + first matching index: the same result as argmin, but XLA:CPU's
+    # variadic argmin reduction was ~10x slower than this on the full-size lookup.
+    best = jnp.min(d2, axis=-1, keepdims=True)
+    iota = jax.lax.broadcasted_iota(jnp.int32, d2.shape, 2)
+    idx = jnp.min(jnp.where(d2 == best, iota, d2.shape[-1]), axis=-1, keepdims=True)
+    return best, jnp.minimum(idx, d2.shape[-1] - 1)
   neg, idx = jax.lax.top_k(-d2, k)
   return -neg, idx
 
@@ -88,9 +96,11 @@ def nearest_keys(queries: Array, keys: Array, *, k: int = 1, mask: Array | None 
   num_heads, num_keys, dim = keys.shape
   if mask is not None:
     mask = mask | ~jnp.any(mask, axis=-1, keepdims=True)
+  q = jnp.swapaxes(queries, 0, 1)  # (C, B, d): heads as the leading batch dim of the matmul.
+  out = lambda d, i: (jnp.swapaxes(i, 0, 1).astype(jnp.int32), jnp.swapaxes(d, 0, 1))
   if num_keys <= chunk_size:
-    d, i = _chunk_topk(queries, keys, mask, k)
-    return i.astype(jnp.int32), d
+    d, i = _chunk_topk(q, keys, mask, k)
+    return out(d, i)
   n_chunks = -(-num_keys // chunk_size)
   pad = n_chunks * chunk_size - num_keys
   valid = jnp.ones((num_heads, num_keys), bool) if mask is None else mask
@@ -99,21 +109,25 @@ def nearest_keys(queries: Array, keys: Array, *, k: int = 1, mask: Array | None 
   keys_c = keys_p.reshape(num_heads, n_chunks, chunk_size, dim).transpose(1, 0, 2, 3)
   valid_c = valid_p.reshape(num_heads, n_chunks, chunk_size).transpose(1, 0, 2)
   batch = queries.shape[0]
-  init = (jnp.full((batch, num_heads, k), jnp.inf, queries.dtype),
-          jnp.zeros((batch, num_heads, k), jnp.int32))
+  init = (jnp.full((num_heads, batch, k), jnp.inf, queries.dtype),
+          jnp.zeros((num_heads, batch, k), jnp.int32))
 
   def body(carry, xs):
     best_d, best_i = carry
     kc, vc, offset = xs
-    d, i = _chunk_topk(queries, kc, vc, min(k, chunk_size))
+    d, i = _chunk_topk(q, kc, vc, min(k, chunk_size))
+    i = i.astype(jnp.int32) + offset
+    if k == 1:  # Strictly better only: ties keep the earlier (lower) index, like argmin.
+      better = d < best_d
+      return (jnp.where(better, d, best_d), jnp.where(better, i, best_i)), None
     all_d = jnp.concatenate([best_d, d], -1)
-    all_i = jnp.concatenate([best_i, i.astype(jnp.int32) + offset], -1)
+    all_i = jnp.concatenate([best_i, i], -1)
     neg, pos = jax.lax.top_k(-all_d, k)
     return (-neg, jnp.take_along_axis(all_i, pos, -1)), None
 
   offsets = jnp.arange(n_chunks, dtype=jnp.int32) * chunk_size
   (best_d, best_i), _ = jax.lax.scan(body, init, (keys_c, valid_c, offsets))
-  return best_i, best_d
+  return out(best_d, best_i)
 
 
 def gather_values(values: Array, indices: Array) -> Array:
