@@ -78,6 +78,12 @@ def write_llama_gguf(path, hf_dir, qtype=gguf.GGMLQuantizationType.F32, tokenize
 
 
 @pytest.fixture
+def gguf_from_hf():
+  """write_llama_gguf(path, hf_dir, qtype=F32, tokenizer=None) -> path."""
+  return write_llama_gguf
+
+
+@pytest.fixture
 def tiny_llama_gguf(tmp_path):
   return lambda qtype=gguf.GGMLQuantizationType.F32, tokenizer=None: write_llama_gguf(
       str(tmp_path / f"tiny_{qtype.name}.gguf"), fixture_dir("llama"), qtype, tokenizer)

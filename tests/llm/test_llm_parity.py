@@ -3,13 +3,18 @@
 Reference logits come from tests/fixtures/llm/make_fixtures.py (transformers 4.57.6,
 torch 2.13.0, float64 forward), so these tests need no torch.
 """
+import os
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from models.llm import CausalLM
 from research.llm import weights
-from tests.llm.conftest import fixture_dir
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "llm")
+fixture_dir = lambda name: os.path.join(FIXTURES, name)
 
 ARCHS = ["gpt2", "llama"]
 
@@ -49,8 +54,8 @@ def test_gguf_llama_matches_safetensors(tiny_llama_gguf):
   cfg_st, p_st, ref = _load("llama")
   cfg_g, p_g = weights.load_gguf(tiny_llama_gguf())
   assert cfg_g.replace(max_len=cfg_st.max_len, norm_eps=cfg_st.norm_eps) == cfg_st
-  flat_st = dict(weights.jax.tree_util.tree_flatten_with_path(p_st)[0])
-  flat_g = dict(weights.jax.tree_util.tree_flatten_with_path(p_g)[0])
+  flat_st = dict(jax.tree_util.tree_flatten_with_path(p_st)[0])
+  flat_g = dict(jax.tree_util.tree_flatten_with_path(p_g)[0])
   assert flat_st.keys() == flat_g.keys()
   for k in flat_st:
     np.testing.assert_array_equal(np.asarray(flat_g[k]), np.asarray(flat_st[k]), err_msg=str(k))

@@ -14,7 +14,8 @@ import pytest
 
 from models.llm import CausalLM, token_logprobs
 from research.llm import generate, scoring, tokenizer, weights
-from tests.llm.conftest import FIXTURES
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "llm")
 
 pytestmark = [
     pytest.mark.slow,

@@ -12,7 +12,9 @@ from safetensors.numpy import load_file, save_file
 from research.llm import tokenizer as tok_lib
 from research.llm import weights
 from research.llm.weights import WeightImportError
-from tests.llm.conftest import fixture_dir, write_llama_gguf
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures", "llm")
+fixture_dir = lambda name: os.path.join(FIXTURES, name)
 
 
 def _copy_fixture(tmp_path, name="llama"):
@@ -95,13 +97,13 @@ def test_gguf_truncated(tiny_llama_gguf, cut):
     weights.load_gguf(path)
 
 
-def test_gguf_missing_tensor(tmp_path):
+def test_gguf_missing_tensor(tmp_path, gguf_from_hf):
   src = tmp_path / "src"
   shutil.copytree(fixture_dir("llama"), src)
   tensors = load_file(str(src / "model.safetensors"))
   del tensors["model.layers.1.self_attn.v_proj.weight"]
   save_file(tensors, str(src / "model.safetensors"))
-  path = write_llama_gguf(str(tmp_path / "m.gguf"), str(src))
+  path = gguf_from_hf(str(tmp_path / "m.gguf"), str(src))
   with pytest.raises(WeightImportError, match=r"m\.gguf.*blk\.1\.attn_v\.weight.*missing"):
     weights.load_gguf(path)
 
