@@ -20,8 +20,10 @@ import optax
 
 from research import config as config_lib
 from research import experiment as experiment_lib
+from research import metrics as metrics_lib
 from research import sharding
 from research.data import offline
+from research.gpicl import analysis
 from research.gpicl import learners
 from research.gpicl import sampler
 
@@ -173,7 +175,16 @@ def build(config, mesh) -> experiment_lib.Experiment:
 
   def report(params, workdir, final):
     del params
+    # The plateau length joins the final metrics (the trainer writes `final` to
+    # final_metrics.json after this returns); train rows are on process 0's disk.
+    plateau = analysis.plateau_from_rows(metrics_lib.read_metrics(workdir, "train"), num_classes)
+    final["plateau_steps"] = plateau
+    final["phase"] = analysis.classify_phase(final, pool_classes["test"])
     text = icl_table(final, eval_sets, d.seq_len, chance)
+    text += (f"\nplateau: loss_unbiased left ln {num_classes} - {analysis.PLATEAU_MARGIN} at step "
+             f"{plateau}" if plateau is not None else
+             f"\nplateau: loss_unbiased never left ln {num_classes} - {analysis.PLATEAU_MARGIN}")
+    text += f"\nphase: {final['phase']}"
     if jax.process_index() == 0:
       plot_icl_curves(final, eval_sets, chance, os.path.join(workdir, "icl_curves.png"),
                       title=f"{config.model.name} on {d.dataset}, {t.num_tasks} tasks")
