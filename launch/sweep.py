@@ -119,6 +119,28 @@ def command(run: Run, python: str = sys.executable) -> list[str]:
   return cmd
 
 
+def resolve_config(run: Run):
+  """The run's locked ConfigDict, built in this process (tests, notebooks).
+
+  Equivalent to what `launch.main` builds from `command(run)`: the config file's
+  `get_config(arg)` with the overrides set key by key (type-checked by the lock).
+  """
+  path, _, arg = run.config.partition(":")
+  spec = importlib.util.spec_from_file_location(f"_config_{_stem(path)}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg or None)
+  for key, value in run.overrides.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+      node = node[part]
+    if leaf not in node:
+      raise KeyError(f"{run.name}: override {key!r} names no key of {run.config}")
+    node[leaf] = value
+  return config
+
+
 def _write_info(run: Run, sweep_path: str) -> None:
   os.makedirs(run.workdir, exist_ok=True)
   info = {"sweep": _stem(sweep_path), "name": run.name, "config": run.config,

@@ -34,6 +34,12 @@ def check_positive(config, *keys: str) -> None:
 
 def check_common(config) -> None:
   """Checks every trainer config shares."""
+  from research import experiment  # Cycle: experiment -> train -> config.
+  known = sorted({*experiment.REGISTRY, *experiment.RUNNERS})
+  require(config.task in known, f"config.task={config.task!r} unknown; use one of {known}")
+  for key, value in _flatten(config.model.to_dict(), "model.").items():
+    if isinstance(value, int) and not isinstance(value, bool):
+      require(value > 0, f"config.{key} must be positive, got {value}; set --config.{key}=N with N > 0")
   check_positive(config, "train.num_steps", "train.batch_size", "train.log_every",
                  "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints")
   require(config.optimizer.name in optim.OPTIMIZERS,

@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import jax
 
+from research.config import ConfigError
+
 # config.task -> module with `build(config, mesh) -> Experiment` (run by the trainer).
 REGISTRY = {
     "gpicl": "research.gpicl.experiment",
@@ -45,7 +47,7 @@ class Experiment:
 def build(config, mesh) -> Experiment:
   """Builds the experiment named by `config.task`."""
   if config.task not in REGISTRY:
-    raise ValueError(f"config.task={config.task!r} is not a trainer experiment; "
+    raise ConfigError(f"config.task={config.task!r} is not a trainer experiment; "
                      f"known: {sorted(REGISTRY)}")
   return importlib.import_module(REGISTRY[config.task]).build(config, mesh)
 
@@ -55,6 +57,6 @@ def run(config, workdir: str) -> dict:
   if config.task in RUNNERS:
     return importlib.import_module(RUNNERS[config.task]).run(config, workdir)
   if config.task not in REGISTRY:
-    raise ValueError(f"config.task={config.task!r} unknown; known: {sorted({**REGISTRY, **RUNNERS})}")
+    raise ConfigError(f"config.task={config.task!r} unknown; known: {sorted({**REGISTRY, **RUNNERS})}")
   from research import train  # Imported here: train imports this module.
   return train.train_and_evaluate(config, workdir)

@@ -21,6 +21,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from research import config as config_lib
+
 RULE_SETS = {
     "dp": (("batch", "data"),),
     "fsdp": (("batch", "data"), ("embed", "data")),
@@ -34,8 +36,8 @@ KNOWN_AXES = ("batch", "length", "embed", "mlp", "heads", "kv", "kv_heads", "voc
               "classes", "input", "keys", "values", "state")
 
 
-class ShardingError(ValueError):
-  pass
+class ShardingError(config_lib.ConfigError):
+  """A mesh or sharding rule that cannot work; raised before compiling."""
 
 
 def make_mesh(axes: Sequence[tuple[str, int]], devices=None) -> Mesh:

@@ -16,9 +16,14 @@ import functools
 
 import numpy as np
 
+from research.config import ConfigError
+
 IMAGE_SETS = ("digits", "mnist1d")
 TABLE_SETS = ("iris", "wine", "breast_cancer")
 NAMES = IMAGE_SETS + TABLE_SETS + ("random",)
+# TFDS image sets, read from prepared array_record files (research/data/tfds.py).
+TFDS_NAMES = ("tfds:mnist", "tfds:fashion_mnist", "tfds:kmnist", "tfds:cifar10", "tfds:svhn",
+              "tfds:svhn_cropped")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +68,21 @@ def _mnist1d(num_samples=4000, seed=42):
   return x, y
 
 
-@functools.lru_cache(maxsize=16)
 def load(name: str, *, test_fraction: float = 0.2, seed: int = 0, dim: int = 64) -> Dataset:
-  """Loads an offline dataset by name; `dim` only sizes the "random" set."""
+  """Loads a dataset by name; `dim` sizes the "random" set and TFDS images.
+
+  "tfds:<name>" (mnist, fashion_mnist, kmnist, cifar10, svhn) reads prepared
+  TFDS files with its own fixed train/test splits (research/data/tfds.py); it
+  is not cached here, so a test's mocked data never leaks into a later load.
+  """
+  from research.data import tfds as tfds_data  # Light: TFDS itself is imported on use.
+  if tfds_data.is_tfds(name):
+    return tfds_data.load(name, input_dim=dim)
+  return _load(name, test_fraction=test_fraction, seed=seed, dim=dim)
+
+
+@functools.lru_cache(maxsize=16)
+def _load(name: str, *, test_fraction: float, seed: int, dim: int) -> Dataset:
   if name == "random":
     # GPICL's "Random" set: one random image per class; a learner must memorise
     # the ten (input, label) pairs in context. Train and test are the same ten.
@@ -78,7 +95,7 @@ def load(name: str, *, test_fraction: float = 0.2, seed: int = 0, dim: int = 64)
   elif name == "mnist1d":
     x, y = _mnist1d()
   else:
-    raise ValueError(
+    raise ConfigError(
         f"unknown offline dataset {name!r}; choose one of {', '.join(NAMES)} "
         "(TFDS sets such as mnist go through research.data.tfds)")
   x_tr, y_tr, x_te, y_te = _split(x, y, test_fraction, seed)
@@ -97,6 +114,6 @@ def fit_dim(x: np.ndarray, dim: int) -> np.ndarray:
   Wider inputs are refused rather than silently cut.
   """
   if x.shape[1] > dim:
-    raise ValueError(f"dataset has {x.shape[1]} features > data.input_dim={dim}; "
+    raise ConfigError(f"dataset has {x.shape[1]} features > data.input_dim={dim}; "
                      f"raise data.input_dim to at least {x.shape[1]}")
   return np.pad(x, ((0, 0), (0, dim - x.shape[1])))

@@ -358,3 +358,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
     json.dump(final, f, indent=2)
   return final
+
+
+def main(argv):  # `python -m research.dkvb.experiment --config ...[:arg] --workdir DIR`
+  del argv
+  from absl import flags
+  res = run(flags.FLAGS.config, flags.FLAGS.workdir)
+  for name, r in res.items():
+    print(f"{name:>14}: final acc {r['final_acc_mean']:.4f} ± {r['final_acc_std']:.4f}  "
+          f"forgetting {r['forgetting_mean']:.3f} ± {r['forgetting_std']:.3f}")
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "DKVB config file[:arg].", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Run directory.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

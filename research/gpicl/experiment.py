@@ -23,6 +23,7 @@ from research import experiment as experiment_lib
 from research import metrics as metrics_lib
 from research import sharding
 from research.data import offline
+from research.data import tfds as tfds_data
 from research.gpicl import analysis
 from research.gpicl import learners
 from research.gpicl import sampler
@@ -39,9 +40,12 @@ def _pools(config):
   classes = {"train": base.num_classes, "test": base.num_classes}
   for name in config.eval.datasets:
     other = offline.load(name, seed=d.split_seed, dim=d.input_dim)
-    # Never trained on: use all of it, so long sequences rarely repeat examples.
-    x = np.concatenate([other.x_train, other.x_test]) if name != "random" else other.x_train
-    y = np.concatenate([other.y_train, other.y_test]) if name != "random" else other.y_train
+    # Never trained on: use all of it, so long sequences rarely repeat examples;
+    # TFDS sets have real test splits (10k+ images), which is what the paper evaluates.
+    if name == "random" or tfds_data.is_tfds(name):
+      x, y = (other.x_test, other.y_test)
+    else:
+      x, y = np.concatenate([other.x_train, other.x_test]), np.concatenate([other.y_train, other.y_test])
     pools[name] = (offline.fit_dim(x, d.input_dim), y)
     classes[name] = other.num_classes
   return pools, classes
@@ -67,8 +71,14 @@ def validate(config) -> None:
           f"config.tasks.bias_fraction={t.bias_fraction} must be in [0, 1)")
   require(0.0 <= t.permute_prob <= 1.0, f"config.tasks.permute_prob={t.permute_prob} must be in [0, 1]")
   for name in (d.dataset, *config.eval.datasets):
-    require(name in offline.NAMES, f"dataset {name!r} (config.data.dataset / config.eval.datasets) "
-            f"is unknown; offline sets: {', '.join(offline.NAMES)}")
+    require(name in offline.NAMES or name in offline.TFDS_NAMES,
+            f"dataset {name!r} (config.data.dataset / config.eval.datasets) is unknown; offline "
+            f"sets: {', '.join(offline.NAMES)}; TFDS sets: {', '.join(offline.TFDS_NAMES)}")
+    if tfds_data.is_tfds(name):
+      try:
+        tfds_data.image_shape(d.input_dim)
+      except ValueError as e:
+        raise config_lib.ConfigError(f"{e} (config.data.input_dim, for {name})") from e
   require(config.model.name in learners.LEARNERS,
           f"config.model.name={config.model.name!r} unknown; use one of {sorted(learners.LEARNERS)}")
   max_len = config.model.get("max_len")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib
 
+from research.config import ConfigError
+
 # name -> (module, class). Modules are imported on use, so one learner's
 # dependencies never slow another's start-up.
 LEARNERS = {
@@ -21,7 +23,7 @@ def make_learner(model_config, *, num_classes: int, seq_len: int, input_dim: int
   """Instantiates `model_config.name` with the config's other fields as arguments."""
   name = model_config.name
   if name not in LEARNERS:
-    raise ValueError(f"config.model.name={name!r} is not a GPICL learner; use one of {sorted(LEARNERS)}")
+    raise ConfigError(f"config.model.name={name!r} is not a GPICL learner; use one of {sorted(LEARNERS)}")
   module, cls_name = LEARNERS[name]
   cls = getattr(importlib.import_module(module), cls_name)
   kwargs = {k: v for k, v in model_config.items() if k != "name"}
@@ -32,6 +34,6 @@ def make_learner(model_config, *, num_classes: int, seq_len: int, input_dim: int
   fields = set(getattr(cls, "__dataclass_fields__", {}))
   unknown = sorted(set(kwargs) - fields)
   if unknown:
-    raise ValueError(f"config.model has keys {unknown} that learner {name!r} does not take; "
+    raise ConfigError(f"config.model has keys {unknown} that learner {name!r} does not take; "
                      f"its fields are {sorted(fields - {'parent', 'name'})}")
   return cls(num_classes=num_classes, **kwargs)
