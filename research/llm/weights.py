@@ -15,6 +15,7 @@ it against the parameter shapes the Flax model expects (`jax.eval_shape` of
 `init`); any missing tensor, shape mismatch, unreadable or truncated file raises
 `WeightImportError` naming the file and tensor, and no parameters are returned.
 """
+import functools
 import importlib.util
 import json
 import os
@@ -302,16 +303,26 @@ def permute_rope_for_gguf(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def open_gguf(path: str):
-  """A `gguf.GGUFReader`, with clear errors for a missing, foreign or truncated file."""
-  import gguf  # pylint: disable=import-outside-toplevel
+  """A `gguf.GGUFReader`, with clear errors for a missing, foreign or truncated file.
+
+  Parsing the metadata (49k token strings for SmolLM2) takes seconds, so the
+  last readers are reused while the file's size and mtime are unchanged.
+  """
   if not os.path.isfile(path):
     raise WeightImportError(f"{path}: no such GGUF file")
+  st = os.stat(path)
+  return _open_gguf_cached(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _open_gguf_cached(path: str, size: int, mtime_ns: int):
+  del mtime_ns  # part of the cache key only
+  import gguf  # pylint: disable=import-outside-toplevel
   try:
     reader = gguf.GGUFReader(path)
   except Exception as e:  # the reader raises ValueError/IndexError/... on bad bytes
     raise WeightImportError(f"{path}: not a readable GGUF file: wrong format, truncated or "
                             f"corrupt ({type(e).__name__}: {e})") from e
-  size = os.path.getsize(path)
   for t in reader.tensors:
     block, type_size = gguf.GGML_QUANT_SIZES[t.tensor_type]
     want = int(t.n_elements) // block * type_size
