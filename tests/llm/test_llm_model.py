@@ -217,3 +217,27 @@ def test_remat_same_gradients():
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_allclose(x, y, atol=1e-5)
   assert float(jnp.abs(a["params"]["layers"]["attn"]["wq"]).sum()) > 0
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_greedy_left_padded_batch_equals_single_rows(arch):
+  cfg, _, params, ids = _setup(arch)
+  short, long = np.asarray(ids[0, :3]), np.asarray(ids[1, :7])
+  batch = np.zeros((2, 7), np.int32)
+  mask = np.zeros((2, 7), np.int32)
+  batch[0, 4:], mask[0, 4:] = short, 1
+  batch[1], mask[1] = long, 1
+  out = generate.greedy(cfg, params, batch, max_new_tokens=4, attention_mask=mask)
+  assert out[0].tolist() == generate.greedy(cfg, params, short, max_new_tokens=4).tolist()
+  assert out[1].tolist() == generate.greedy(cfg, params, long, max_new_tokens=4).tolist()
+
+
+def test_soft_prefix_in_cache_then_tokens():
+  """MEND / prompt tuning: vectors prefilled via inputs_embeds, then tokens against the cache."""
+  cfg, model, params, ids = _setup("llama")
+  soft = jax.random.normal(jax.random.key(7), (3, 4, 32))
+  emb = model.apply(params, ids, method=CausalLM.embed)
+  full, _ = model.apply(params, inputs_embeds=jnp.concatenate([soft, emb], 1))
+  _, cache = model.apply(params, inputs_embeds=soft, cache=init_cache(cfg, 3, 16))
+  rest, _ = model.apply(params, ids, cache=cache)
+  np.testing.assert_allclose(rest, full[:, 4:], atol=1e-5)
