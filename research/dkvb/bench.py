@@ -79,6 +79,33 @@ def bench_lookup(batch: int = 256, num_heads: int = 256, num_keys: int = 4096,
   }
 
 
+def bench_toy(seed: int = 0) -> dict[str, float]:
+  """End-to-end Fig. 2 toy per model (key init + 4 stages × 1000 steps + evals,
+  compilation included), from a real run of `experiments/dkvb/toy2d.py`."""
+  import importlib.util
+  import os
+  import tempfile
+  from research.dkvb import experiment
+  path = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "dkvb", "toy2d.py")
+  spec = importlib.util.spec_from_file_location("dkvb_toy2d_bench", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  cfg = mod.get_config()
+  with cfg.unlocked():
+    cfg.seeds = (seed,)
+    cfg.save_grid = False
+  out = {}
+  with tempfile.TemporaryDirectory() as workdir:
+    t0 = time.perf_counter()
+    res = experiment.run(cfg, workdir)
+    out["toy_total_s"] = time.perf_counter() - t0
+  for name, r in res.items():
+    s = r["per_seed"][0]
+    out[f"toy_{name}_s"] = s["train_s"] + s.get("key_init_s", 0.0)
+    out[f"toy_{name}_final_acc"] = s["final_acc"]
+  return out
+
+
 if __name__ == "__main__":
   import json
-  print(json.dumps(bench_lookup(), indent=2))
+  print(json.dumps({**bench_toy(), **bench_lookup()}, indent=2))
