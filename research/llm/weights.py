@@ -5,7 +5,7 @@ Two formats, no pickle:
 * HF safetensors checkpoints (`model.safetensors`, or sharded with
   `model.safetensors.index.json`) with their `config.json`: GPT-2 naming (whose
   Conv1D layers store weights as [in, out]) and Llama naming (nn.Linear, [out, in]).
-* GGUF files (llama.cpp), read with the `gguf` package and dequantised
+* GGUF files (llama.cpp; Llama and GPT-2), read with the `gguf` package and dequantised
   (F32/F16/BF16/Q4_0/Q4_1/Q8_0/K-quants...) with `gguf.quants.dequantize`. llama.cpp's
   converter permutes the Q and K projections of Llama models from HF's half-split
   RoPE layout to the interleaved one; `_unpermute_rope` undoes that exactly.
@@ -351,21 +351,55 @@ def gguf_field(reader, key: str, default=None):
 
 def config_from_gguf(reader, path: str = "", **overrides) -> LMConfig:
   arch = gguf_field(reader, "general.architecture")
-  if arch != "llama":
-    raise WeightImportError(f"{path}: GGUF architecture {arch!r} not supported (llama only)")
-  g = lambda k, d=None: gguf_field(reader, f"llama.{k}", d)
+  if arch not in ("llama", "gpt2"):
+    raise WeightImportError(f"{path}: GGUF architecture {arch!r} not supported (llama or gpt2)")
+  g = lambda k, d=None: gguf_field(reader, f"{arch}.{k}", d)
   d, heads = int(g("embedding_length")), int(g("attention.head_count"))
-  names = {t.name for t in reader.tensors}
+  tensors = {t.name: t for t in reader.tensors}
   vocab = g("vocab_size") or len(gguf_field(reader, "tokenizer.ggml.tokens", []))
-  cfg = dict(arch="llama", vocab_size=int(vocab), d_model=d,
-             num_layers=int(g("block_count")), num_heads=heads,
-             num_kv_heads=int(g("attention.head_count_kv", heads)),
-             head_dim=int(g("attention.key_length", d // heads)),
-             mlp_dim=int(g("feed_forward_length")), max_len=int(g("context_length", 2048)),
-             norm_eps=float(np.float32(g("attention.layer_norm_rms_epsilon", 1e-5))),
-             rope_theta=float(g("rope.freq_base", 10000.0)),
-             tie_embeddings="output.weight" not in names)
+  if not vocab:
+    vocab = int(tensors["token_embd.weight"].shape[-1])
+  if arch == "gpt2":
+    # llama.cpp stores GPT-2's tied head a second time as output.weight.
+    out, emb = tensors.get("output.weight"), tensors["token_embd.weight"]
+    tied = out is None or (out.tensor_type == emb.tensor_type
+                           and np.array_equal(np.asarray(out.data), np.asarray(emb.data)))
+    cfg = dict(arch="gpt2", vocab_size=int(vocab), d_model=d, num_layers=int(g("block_count")),
+               num_heads=heads, num_kv_heads=heads, head_dim=d // heads,
+               mlp_dim=int(g("feed_forward_length", 4 * d)),
+               max_len=int(tensors["position_embd.weight"].shape[-1]),  # table size
+               norm_eps=float(np.float32(g("attention.layer_norm_epsilon", 1e-5))),
+               tie_embeddings=tied)
+  else:
+    cfg = dict(arch="llama", vocab_size=int(vocab), d_model=d,
+               num_layers=int(g("block_count")), num_heads=heads,
+               num_kv_heads=int(g("attention.head_count_kv", heads)),
+               head_dim=int(g("attention.key_length", d // heads)),
+               mlp_dim=int(g("feed_forward_length")), max_len=int(g("context_length", 2048)),
+               norm_eps=float(np.float32(g("attention.layer_norm_rms_epsilon", 1e-5))),
+               rope_theta=float(g("rope.freq_base", 10000.0)),
+               tie_embeddings="output.weight" not in tensors)
   return LMConfig(**{**cfg, **overrides})
+
+
+def _gguf_gpt2_as_hf(get: Callable[[str], np.ndarray]) -> Callable[[str], np.ndarray]:
+  """HF GPT-2 tensor names/layout on top of a GGUF file (llama.cpp's GPT2Model converter
+  renames tensors and transposes the Conv1D weights to [out, in]; undo both)."""
+  blocks = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output",
+            "ln_2": "ffn_norm", "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+  top = {"wte.weight": "token_embd.weight", "wpe.weight": "position_embd.weight",
+         "ln_f.weight": "output_norm.weight", "ln_f.bias": "output_norm.bias",
+         "lm_head.weight": "output.weight"}
+
+  def hf_get(name: str) -> np.ndarray:
+    if name in top:
+      return get(top[name])
+    _, i, *rest = name.split(".")
+    module, kind = ".".join(rest[:-1]), rest[-1]
+    w = get(f"blk.{i}.{blocks[module]}.{kind}")
+    return w.T if kind == "weight" and w.ndim == 2 else w
+
+  return hf_get
 
 
 _GGUF_LLAMA_NAMES = {
@@ -378,7 +412,7 @@ _GGUF_LLAMA_NAMES = {
 
 
 def load_gguf(path: str, **overrides) -> tuple[LMConfig, dict]:
-  """Load a Llama GGUF file: (config, {"params": ...}), weights dequantised to float32."""
+  """Load a Llama or GPT-2 GGUF file: (config, {"params": ...}), dequantised to float32."""
   import gguf  # pylint: disable=import-outside-toplevel
   reader = open_gguf(path)
   config = config_from_gguf(reader, path, **overrides)
@@ -396,6 +430,8 @@ def load_gguf(path: str, **overrides) -> tuple[LMConfig, dict]:
     return np.asarray(w, np.float32).reshape(tuple(int(s) for s in reversed(t.shape)))
 
   def convert():
+    if config.arch == "gpt2":
+      return _gpt2_from_hf(config, _gguf_gpt2_as_hf(get), prefix="")
     flat = _llama_layers(config, get, _GGUF_LLAMA_NAMES, unpermute=True)
     flat["embed"] = get("token_embd.weight")
     flat["ln_f/scale"] = get("output_norm.weight")

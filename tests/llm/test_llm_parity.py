@@ -79,3 +79,16 @@ def test_gguf_quantised_close(tiny_llama_gguf, qtype, w_tol, logit_tol):
     assert 0 < err < w_tol, (name, err)
   logits, _ = CausalLM(cfg).apply(p_q, jnp.asarray(ref["input_ids"]))
   assert np.abs(np.asarray(logits) - ref["logits"]).max() < logit_tol
+
+
+def test_gguf_gpt2_matches_safetensors():
+  """gpt2/model.gguf: llama.cpp's GPT-2 layout (transposed Conv1D weights, head stored
+  twice); make_fixtures.py checked HF transformers' GGUF loader gives the same logits."""
+  cfg_st, p_st, ref = _load("gpt2")
+  cfg, params = weights.load_gguf(fixture_dir("gpt2") + "/model.gguf")
+  assert cfg.replace(norm_eps=cfg_st.norm_eps) == cfg_st  # GGUF stores eps as float32
+  assert abs(cfg.norm_eps - cfg_st.norm_eps) < 1e-10
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(p_st)):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+  logits, _ = CausalLM(cfg).apply(params, jnp.asarray(ref["input_ids"]))
+  np.testing.assert_allclose(np.asarray(logits), ref["logits"], atol=1e-4, rtol=0)
