@@ -78,9 +78,19 @@ def random_relu(fit_data: np.ndarray, dim: int, seed: int = 0, scale: float = 1.
                  lambda x: np.maximum(((_flat(x, scale) - mean) / std) @ w + b, 0.0), dim)
 
 
+def minilm(max_length: int = 256) -> Encoder:
+  """The pretrained MiniLM-L6 sentence encoder on arrays of strings (384-d, unit norm)."""
+  from research.dkvb.minilm import MiniLM
+  model = MiniLM(max_length=max_length)
+  return Encoder("minilm", model.fingerprint, lambda texts: model([str(t) for t in texts]),
+                 model.dim)
+
+
 def make_encoder(name: str, fit_data: np.ndarray, *, dim: int = 0, seed: int = 0,
                  scale: float = 1.0) -> Encoder:
-  """Encoder by name: identity | pixels | pca | random_relu."""
+  """Encoder by name: identity | pixels | pca | random_relu | minilm (text)."""
+  if name == "minilm":
+    return minilm()
   in_dim = int(np.prod(np.shape(fit_data)[1:]))
   if name == "identity":
     return identity(in_dim)

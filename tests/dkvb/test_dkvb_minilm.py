@@ -32,3 +32,13 @@ def test_minilm_padding_does_not_change_embeddings(minilm):
   together = minilm(texts)
   alone = np.concatenate([minilm([t]) for t in texts])
   np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_minilm_as_cached_dkvb_encoder(tmp_path):
+  from research.dkvb import encoders
+  enc = encoders.make_encoder("minilm", None)
+  texts = np.asarray(["keys stay frozen", "values train", "keys stay frozen"])
+  z = encoders.cached_embed(enc, texts, "toy-text", str(tmp_path))
+  assert z.shape == (3, 384)
+  np.testing.assert_allclose(z[0], z[2], atol=1e-6)
+  np.testing.assert_array_equal(encoders.cached_embed(enc, texts, "toy-text", str(tmp_path)), z)
