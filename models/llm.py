@@ -353,6 +353,11 @@ class CausalLM(nn.Module):
       layer_caches, write_at = None, 0
     else:
       write_at = cache.end
+      # Out-of-room writes would be clamped by XLA and silently overwrite the last
+      # slots; catch it whenever `end` is concrete (outside jit).
+      if not isinstance(write_at, jax.core.Tracer) and int(write_at) + t > cache.max_len:
+        raise ValueError(f"KV cache full: {int(write_at)} + {t} tokens > max_len "
+                         f"{cache.max_len}; init_cache with a larger max_len")
       valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask, (0, write_at))
       slots = jnp.arange(cache.max_len)
       causal = slots[None, :] <= (write_at + jnp.arange(t))[:, None]  # [t, s]

@@ -241,3 +241,13 @@ def test_soft_prefix_in_cache_then_tokens():
   _, cache = model.apply(params, inputs_embeds=soft, cache=init_cache(cfg, 3, 16))
   rest, _ = model.apply(params, ids, cache=cache)
   np.testing.assert_allclose(rest, full[:, 4:], atol=1e-5)
+
+
+def test_cache_overflow_is_an_error():
+  cfg = CONFIGS["llama"].replace(num_layers=1)
+  model = CausalLM(cfg)
+  ids = jnp.zeros((1, 6), jnp.int32)
+  params = model.init(jax.random.key(0), ids)
+  _, cache = model.apply(params, ids, cache=init_cache(cfg, 1, 8))
+  with pytest.raises(ValueError, match="KV cache full"):
+    model.apply(params, ids[:, :3], cache=cache)
