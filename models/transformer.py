@@ -79,8 +79,11 @@ class Block(nn.Module):
   def __call__(self, h, mask):
     d_model = h.shape[-1]
     y = _layer_norm("ln_attn")(h).astype(self.dtype)
+    # No key bias: it adds q·b to every logit of a row, which softmax ignores, so
+    # its gradient is exactly zero and Adam would only amplify float noise.
     qkv = [
-        _param_dense((self.num_heads, self.head_dim), ("embed", "heads", "kv"), n)(y)
+        _param_dense((self.num_heads, self.head_dim), ("embed", "heads", "kv"), n,
+                     use_bias=(n != "key"))(y)
         for n in ("query", "key", "value")
     ]
     y = dot_product_attention(*qkv, mask, self.attention)

@@ -127,8 +127,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   last_eval: dict[str, Any] = {}
   t_last, step_last = time.perf_counter(), start_step
 
+  saved = {start_step}
+
   def save(step, force=False):
-    checkpoint.save(mngr, step, state, {"step": step, "seed": config.seed}, force=force)
+    if step not in saved:  # A preemption may land right after a periodic save.
+      if checkpoint.save(mngr, step, state, {"step": step, "seed": config.seed}, force=force):
+        saved.add(step)
 
   try:
     for step in range(start_step + 1, num_steps + 1):
