@@ -257,6 +257,8 @@ def load_hf_safetensors(path: str, config: LMConfig | None = None,
     except (OSError, json.JSONDecodeError) as e:
       raise WeightImportError(f"{cfg_path}: cannot read the HF config ({e})") from e
     config = config_from_hf(hf, **overrides)
+  elif overrides:
+    config = config.replace(**overrides)
   source = _SafetensorsSource(path)
   where = ", ".join(sorted(set(source.files.values())))  # name files, not just the folder
   if config.arch == "gpt2":
