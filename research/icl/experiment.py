@@ -163,6 +163,7 @@ def evaluate(config, root: str, adapter, params, tok, vocab_size: int, writer=No
           nll = harness.score_zero_shot(scorer, tok, qs, pcfg)
         else:
           nll = harness.score_soft_prefix(scorer, tok, qs, soft, pcfg)
+          info = {"prefix_tokens": soft.shape[0]}
         preds = harness.predict(nll, qs)
         per_task_seed[task][seed] = harness.task_metric(preds, golds, is_cls[task])
         n_queries += len(qs)
@@ -186,9 +187,11 @@ def evaluate(config, root: str, adapter, params, tok, vocab_size: int, writer=No
   for name in icl_data.list_partitions(root):
     part = icl_data.load_partition(root, name)
     if set(part.test) <= set(test_tasks):
+      # The soft prompt belongs to the partition it was trained on.
       results["partitions"][name] = {
           m: float(np.mean([r["per_task"][t] for t in part.test]))
-          for m, r in results["methods"].items()}
+          for m, r in results["methods"].items()
+          if m != "prompt_tuning" or name == config.data.partition}
   if "zero_shot" in results["methods"] and "icl" in results["methods"]:
     z, i = results["methods"]["zero_shot"]["per_task"], results["methods"]["icl"]["per_task"]
     results["icl_gain"] = {t: i[t] - z[t] for t in test_tasks}
