@@ -55,8 +55,9 @@ def _check(config) -> None:
           "config.model.source='gguf' needs --config.model.path=FILE.gguf")
   require(config.data.k > 0 and config.data.n_test > 0,
           "config.data.k and config.data.n_test must be > 0")
-  require(all(s in icl_data.SEEDS for s in config.data.seeds) or not config.data.root,
-          f"config.data.seeds must be MetaICL seeds {icl_data.SEEDS} for a MetaICL root")
+  require(bool(config.data.seeds) and all(s in icl_data.SEEDS for s in config.data.seeds),
+          f"config.data.seeds={config.data.seeds} must be MetaICL seeds from {icl_data.SEEDS} "
+          "(their k-shot files hold the demonstrations)")
 
 
 def load_model(config):
