@@ -107,8 +107,8 @@ def _demos(root, task, k, seed):
                                        k, seed)
 
 
-def evaluate(config, root: str, adapter, params, tok, vocab_size: int, writer=None
-             ) -> dict[str, Any]:
+def evaluate(config, root: str, adapter, params, tok, vocab_size: int, writer=None,
+             partial_path: str = "") -> dict[str, Any]:
   """All methods × meta-test tasks × seeds; returns the results dict."""
   train_tasks, test_tasks = _tasks(config, root)
   pcfg = harness.PromptConfig(max_length=config.prompt.max_length,
@@ -178,6 +178,8 @@ def evaluate(config, root: str, adapter, params, tok, vocab_size: int, writer=No
         "queries": n_queries, "prefix_tokens": float(np.mean(prefix_tokens)),
         "demos_kept": float(np.mean(kept))}
     results["methods"][method] = agg
+    if partial_path:  # Long CPU runs: keep what is done if the run is stopped.
+      harness.write_results(results, partial_path)
     if writer is not None:
       writer.write(0, {f"{method}/mean": agg["mean"],
                        **{f"{method}/{t}": v for t, v in agg["per_task"].items()}}, kind="eval")
@@ -208,7 +210,8 @@ def run(config, workdir: str) -> dict[str, Any]:
   writer = metrics.MetricWriter(workdir, tensorboard=config.tensorboard)
   try:
     start = time.perf_counter()
-    results = evaluate(config, root, adapter, params, tok, vocab_size, writer)
+    results = evaluate(config, root, adapter, params, tok, vocab_size, writer,
+                       partial_path=os.path.join(workdir, "icl_results_partial"))
     results["wall_seconds"] = time.perf_counter() - start
     results["config"] = json.loads(config.to_json())
     js, md = harness.write_results(results, os.path.join(workdir, "icl_results"))
