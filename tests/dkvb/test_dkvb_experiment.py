@@ -33,7 +33,8 @@ def _check_outputs(workdir, cfg, res):
       assert m.shape[0] == n_stages and 0.0 <= s["final_acc"] <= 1.0
 
 
-@pytest.mark.parametrize("name", ["toy2d.py", "digits.py"])
+@pytest.mark.parametrize("name", ["toy2d.py",
+                                  pytest.param("digits.py", marks=pytest.mark.slow)])
 def test_config_tiny_end_to_end(name, workdir):
   cfg = _config(name)
   assert cfg.task == "dkvb"
@@ -41,6 +42,7 @@ def test_config_tiny_end_to_end(name, workdir):
   _check_outputs(workdir, cfg, res)
 
 
+@pytest.mark.slow
 def test_cifar10_config_tiny_on_mock_tfds(workdir):
   tfds = pytest.importorskip("tensorflow_datasets")
   cfg = _config("cifar10.py")
