@@ -67,9 +67,11 @@ def pca(fit_data: np.ndarray, dim: int, scale: float = 1.0, whiten: bool = False
 
 def random_relu(fit_data: np.ndarray, dim: int, seed: int = 0, scale: float = 1.0) -> Encoder:
   """ReLU(W·standardise(x) + b), W ~ N(0, 1/D), b ~ N(0, 1); standardised with
-  the mean/std of unlabelled `fit_data`."""
+  the per-feature mean and one global std of unlabelled `fit_data`. (A
+  per-feature std blows up features that are near-constant in the fit data but
+  not in the task data, e.g. image borders.)"""
   z = _flat(fit_data, scale)
-  mean, std = z.mean(0), z.std(0) + 1e-3
+  mean, std = z.mean(0), float(z.std()) + 1e-6
   rng = np.random.default_rng(seed)
   w = (rng.standard_normal((z.shape[1], dim)) / np.sqrt(z.shape[1])).astype(np.float32)
   b = rng.standard_normal(dim).astype(np.float32)
