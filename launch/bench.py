@@ -23,32 +23,13 @@ import jax
 
 def _train_step_bench(config_fn, name, repeats):
   """Times the trainer's own jitted train step for a config."""
-  import flax.linen as nn
-  from research import experiment as experiment_lib
   from research import flops as flops_lib
-  from research import optim
   from research import sharding
   from research import train
 
   config = config_fn()
   mesh = sharding.make_mesh(config.mesh)
-  rules = sharding.rules_from_config(config.sharding.rules)
-  exp = experiment_lib.build(config, mesh)
-  tx = optim.make_optimizer(config)
-
-  def init_state(key):
-    params = exp.init_params(key)
-    return {"step": jax.numpy.zeros((), "int32"), "params": params, "opt_state": tx.init(params),
-            "nonfinite_total": jax.numpy.zeros((), "int32"),
-            "nonfinite_run": jax.numpy.zeros((), "int32")}
-
-  abstract = jax.eval_shape(init_state, jax.random.key(0))
-  state_sh = sharding.tree_shardings(abstract, rules, mesh)
-  state = jax.jit(lambda k: nn.unbox(init_state(k)), out_shardings=state_sh)(jax.random.key(0))
-  step = train.make_train_step(exp, tx, jax.random.key(1), sharding.batch_sharding(mesh, rules),
-                               config.train.grad_accum_steps)
-  jitted = jax.jit(step, in_shardings=(state_sh,),
-                   out_shardings=(state_sh, sharding.replicated(mesh)), donate_argnums=0)
+  exp, state, jitted = train.fresh_state_and_step(config, mesh)
   t0 = time.perf_counter()
   compiled = jitted.lower(state).compile()
   compile_s = time.perf_counter() - t0

@@ -33,7 +33,7 @@ RULE_SETS = {
 }
 # Logical names that stay replicated unless a rule says otherwise.
 KNOWN_AXES = ("batch", "length", "embed", "mlp", "heads", "kv", "kv_heads", "vocab",
-              "classes", "input", "keys", "values", "state")
+              "classes", "input", "keys", "values", "state", "layers")
 
 
 class ShardingError(config_lib.ConfigError):

@@ -75,11 +75,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   root_key = jax.random.key(config.seed)
   init_key, train_key = jax.random.split(root_key)
 
-  def init_state(key):
-    params = exp.init_params(key)
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-            "nonfinite_total": jnp.zeros((), jnp.int32),
-            "nonfinite_run": jnp.zeros((), jnp.int32)}
+  init_state = new_state_fn(exp, tx)
 
   abstract_boxed = jax.eval_shape(init_state, init_key)
   state_sharding = sharding.tree_shardings(abstract_boxed, rules, mesh)
@@ -105,10 +101,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # --------------------------------------------------------------------------
   # Train step: jitted with explicit shardings, state donated.
   # --------------------------------------------------------------------------
-  batch_sharding = sharding.batch_sharding(mesh, rules)
-  train_step = make_train_step(exp, tx, train_key, batch_sharding, config.train.grad_accum_steps)
-  step_fn = jax.jit(train_step, in_shardings=(state_sharding,),
-                    out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+  step_fn = jit_train_step(exp, tx, train_key, mesh, rules, state_sharding,
+                           config.train.grad_accum_steps)
   compiled = step_fn.lower(state).compile()
   flops_per_step = flops_lib.compiled_flops(compiled)
   peak = config.peak_flops or flops_lib.matmul_peak(n=1536, repeats=3)
@@ -190,6 +184,38 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     os.replace(tmp, final_path)
   mngr.close()
   return final
+
+
+def new_state_fn(exp: experiment_lib.Experiment, tx):
+  """key -> train state (params boxed with logical axes; unbox after eval_shape)."""
+  def init_state(key):
+    params = exp.init_params(key)
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+            "nonfinite_total": jnp.zeros((), jnp.int32),
+            "nonfinite_run": jnp.zeros((), jnp.int32)}
+  return init_state
+
+
+def jit_train_step(exp, tx, train_key, mesh, rules, state_sharding, accum: int = 1):
+  """The train step jitted with explicit in/out shardings and the state donated."""
+  step = make_train_step(exp, tx, train_key, sharding.batch_sharding(mesh, rules), accum)
+  return jax.jit(step, in_shardings=(state_sharding,),
+                 out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+
+
+def fresh_state_and_step(config, mesh):
+  """(experiment, initial sharded state, jitted step) for a config on a mesh — the
+  trainer's own pieces, for benchmarks and sharding tests."""
+  rules = sharding.rules_from_config(config.sharding.rules)
+  exp = experiment_lib.build(config, mesh)
+  tx = optim.make_optimizer(config)
+  init_key, train_key = jax.random.split(jax.random.key(config.seed))
+  init_state = new_state_fn(exp, tx)
+  state_sharding = sharding.tree_shardings(jax.eval_shape(init_state, init_key), rules, mesh)
+  state = jax.jit(lambda k: nn.unbox(init_state(k)), out_shardings=state_sharding)(init_key)
+  step = jit_train_step(exp, tx, train_key, mesh, rules, state_sharding,
+                        config.train.grad_accum_steps)
+  return exp, state, step
 
 
 def make_train_step(exp: experiment_lib.Experiment, tx, train_key, batch_sharding, accum: int = 1):
