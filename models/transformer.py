@@ -34,9 +34,11 @@ Layout = Literal["paper", "query"]
 _dense_init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
 
 
-def _param_dense(features, axes, name, use_bias=True):
+def _param_dense(features, axes, name, use_bias=True, dtype=None):
+  # dtype: computation dtype (e.g. bfloat16); parameters stay float32 (master weights).
   return nn.DenseGeneral(
       features,
+      dtype=dtype,
       kernel_init=nn.with_logical_partitioning(_dense_init, axes),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
       use_bias=use_bias,
@@ -73,7 +75,7 @@ class Block(nn.Module):
   head_dim: int
   mlp_dim: int
   attention: str = "xla"
-  dtype: jnp.dtype = jnp.float32
+  dtype: str = "float32"
 
   @nn.compact
   def __call__(self, h, mask):
@@ -83,7 +85,7 @@ class Block(nn.Module):
     # its gradient is exactly zero and Adam would only amplify float noise.
     qkv = [
         _param_dense((self.num_heads, self.head_dim), ("embed", "heads", "kv"), n,
-                     use_bias=(n != "key"))(y)
+                     use_bias=(n != "key"), dtype=self.dtype)(y)
         for n in ("query", "key", "value")
     ]
     y = dot_product_attention(*qkv, mask, self.attention)
@@ -91,12 +93,12 @@ class Block(nn.Module):
         d_model, axis=(-2, -1),
         kernel_init=nn.with_logical_partitioning(_dense_init, ("heads", "kv", "embed")),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-        name="out")(y)
+        dtype=self.dtype, name="out")(y)
     h = h + y.astype(h.dtype)
     y = _layer_norm("ln_mlp")(h).astype(self.dtype)
-    y = _param_dense(self.mlp_dim, ("embed", "mlp"), "mlp_in")(y)
+    y = _param_dense(self.mlp_dim, ("embed", "mlp"), "mlp_in", dtype=self.dtype)(y)
     y = nn.gelu(y)
-    y = _param_dense(d_model, ("mlp", "embed"), "mlp_out")(y)
+    y = _param_dense(d_model, ("mlp", "embed"), "mlp_out", dtype=self.dtype)(y)
     return h + y.astype(h.dtype)
 
 
@@ -131,7 +133,7 @@ class Transformer(nn.Module):
   layout: Layout = "paper"
   attention: str = "xla"
   remat: bool = False
-  dtype: jnp.dtype = jnp.float32
+  dtype: str = "float32"  # Computation dtype; "bfloat16" keeps float32 master weights.
 
   @nn.compact
   def __call__(self, x, y):

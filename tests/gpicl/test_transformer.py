@@ -87,3 +87,24 @@ def test_too_long_sequence_is_a_clear_error():
 def test_state_size():
   assert _model("paper").state_size(12) == 2 * 8 * 2 * 12
   assert _model("query").state_size(12) == 2 * 8 * 2 * 24
+
+
+def test_bfloat16_compute_keeps_float32_params_and_close_logits():
+  x, y = _data()
+  f32, bf16 = _model("query"), _model("query", dtype="bfloat16")
+  params = f32.init(jax.random.key(0), x, y)
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(bf16.init(jax.random.key(0), x, y)))
+  a, b = f32.apply(params, x, y), bf16.apply(params, x, y)
+  assert b.dtype == jnp.float32  # Logits return in float32 for the loss.
+  np.testing.assert_allclose(a, b, atol=0.1)
+  assert not np.allclose(a, b, atol=1e-6)  # bf16 really computed in lower precision.
+
+
+def test_remat_gives_same_gradients():
+  x, y = _data()
+  a, b = _model("paper"), _model("paper", remat=True)
+  params = a.init(jax.random.key(0), x, y)
+  loss = lambda m: lambda p: m.apply(p, x, y).sum()
+  ga, gb = jax.grad(loss(a))(params), jax.grad(loss(b))(params)
+  for u, v in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+    np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
