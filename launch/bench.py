@@ -51,7 +51,7 @@ def _train_step_bench(config_fn, name, repeats):
           "memory": memory, "batch_size": config.train.batch_size}
 
 
-def _gpicl(size, learner="transformer"):
+def _gpicl(size, learner="transformer", d_model=None, dtype=None):
   def make():
     from experiments.gpicl import digits
     from experiments.gpicl import learners
@@ -63,6 +63,9 @@ def _gpicl(size, learner="transformer"):
       c.model = learners.learner_config(learner, "paper", "paper")
       c.data.update(input_dim=196, seq_len=100)
       c.train.batch_size = 512
+    if d_model:  # Accelerator sizes: width d_model, heads of 64, bf16, fused attention.
+      c.model.update(d_model=d_model, num_heads=d_model // 64, head_dim=64, dtype=dtype,
+                     attention="jax")
     c.eval.datasets = ()
     c.lock()
     return c
@@ -74,6 +77,11 @@ BENCHES = {
     "gpicl_transformer_paper": (_gpicl("paper"), 3),
     "gpicl_lstm_small": (_gpicl("small", "lstm"), 10),
     "gpicl_lstm_paper": (_gpicl("paper", "lstm"), 3),
+}
+# Only on an accelerator (CPU bf16 is emulated and slower than float32 there).
+ACCELERATOR_BENCHES = {
+    "gpicl_transformer_d512_bf16": (_gpicl("paper", d_model=512, dtype="bfloat16"), 10),
+    "gpicl_transformer_d1024_bf16": (_gpicl("paper", d_model=1024, dtype="bfloat16"), 10),
 }
 
 
@@ -162,13 +170,18 @@ def main():
              "platform": platform.platform(), "jax": jax.__version__,
              "matmul_peak_flops_f32": peak, "train_steps": [], "other": {}}
   print(f"measured f32 matmul peak: {peak / 1e9:.1f} GFLOP/s on {results['device_kind']}", flush=True)
-  for name, (config_fn, repeats) in BENCHES.items():
+  benches = dict(BENCHES)
+  if jax.default_backend() != "cpu":
+    benches.update(ACCELERATOR_BENCHES)
+    results["matmul_peak_flops_bf16"] = flops_lib.matmul_peak(n=8192, dtype=jax.numpy.bfloat16)
+  for name, (config_fn, repeats) in benches.items():
     if (only and name not in only) or (args.quick and "paper" in name):
       continue
     r = _train_step_bench(config_fn, name, 2 if args.quick else repeats)
-    # Peak again right after: the machine's load may have changed meanwhile.
-    peak_after = flops_lib.matmul_peak(n=2048, repeats=3)
-    r["matmul_peak_flops"] = max(peak, peak_after)
+    if name.endswith("bf16"):
+      r["matmul_peak_flops"] = results["matmul_peak_flops_bf16"]
+    else:  # Peak again right after: the machine's load may have changed meanwhile.
+      r["matmul_peak_flops"] = max(peak, flops_lib.matmul_peak(n=2048, repeats=3))
     r["mfu"] = r["flops_per_s"] / r["matmul_peak_flops"]
     results["train_steps"].append(r)
     print(f"{name}: {r['step_time_s']:.3f} s/step, {r['flops_per_s'] / 1e9:.1f} GFLOP/s, "
