@@ -10,7 +10,7 @@ SCHEDULES = ("constant", "cosine", "linear", "warmup_cosine")
 
 def make_schedule(config):
   s, lr, steps = config.schedule, config.optimizer.learning_rate, config.train.num_steps
-  warmup = config.get("warmup_steps", 0)
+  warmup = s.get("warmup_steps", 0)
   if s.name == "constant":
     return optax.constant_schedule(lr) if not warmup else optax.join_schedules(
         [optax.linear_schedule(0.0, lr, warmup), optax.constant_schedule(lr)], [warmup])
