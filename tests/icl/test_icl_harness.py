@@ -222,3 +222,9 @@ def test_icl_flops_count_every_scanned_layer():
     totals.append(scorer.meter.flops)
   assert totals[2] - totals[1] == pytest.approx(2 * (totals[1] - totals[0]), rel=0.01)
   assert totals[1] - totals[0] == pytest.approx(analytic, rel=0.1)
+
+
+def test_icl_get_embed_names():
+  assert retrieval.get_embed("hashed_bow") is retrieval.hashed_bow_embed
+  with pytest.raises(ValueError, match="hashed_bow"):
+    retrieval.get_embed("word2vec")
