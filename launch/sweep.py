@@ -141,7 +141,8 @@ def resolve_config(run: Run):
   return config
 
 
-def _write_info(run: Run, sweep_path: str) -> None:
+def write_info(run: Run, sweep_path: str) -> None:
+  """Writes `sweep_run.json` (sweep, name, config spec, overrides) into the run directory."""
   os.makedirs(run.workdir, exist_ok=True)
   info = {"sweep": _stem(sweep_path), "name": run.name, "config": run.config,
           "overrides": run.overrides}
@@ -160,7 +161,7 @@ def run_all(runs: list[Run], sweep_path: str, *, extra_args=(), log=print) -> di
     if run.finished:
       out["skipped"].append(run.name)
       continue
-    _write_info(run, sweep_path)
+    write_info(run, sweep_path)
     cmd = command(run) + list(extra_args)
     log(f"[{i + 1}/{len(runs)}] {run.name}")
     t0 = time.perf_counter()
@@ -186,7 +187,7 @@ def main(argv=None) -> int:
   runs = expand(args.sweep, args.arg, args.root)
   if not args.run:
     for run in runs:  # The info file lets the analysis group runs made elsewhere.
-      _write_info(run, args.sweep)
+      write_info(run, args.sweep)
       print(shlex.join(command(run, python=args.python)))
     return 0
   out = run_all(runs, args.sweep)

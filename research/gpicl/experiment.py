@@ -69,6 +69,9 @@ def validate(config) -> None:
           f"start at 2^30 and must stay disjoint")
   require(0.0 <= t.bias_fraction < 1.0,
           f"config.tasks.bias_fraction={t.bias_fraction} must be in [0, 1)")
+  k = t.get("bias_num_tasks", 1)
+  require(isinstance(k, int) and 1 <= k <= t.num_tasks,
+          f"config.tasks.bias_num_tasks={k} must be an integer in [1, tasks.num_tasks={t.num_tasks}]")
   require(0.0 <= t.permute_prob <= 1.0, f"config.tasks.permute_prob={t.permute_prob} must be in [0, 1]")
   for name in (d.dataset, *config.eval.datasets):
     require(name in offline.NAMES or name in offline.TFDS_NAMES,
@@ -113,7 +116,7 @@ def build(config, mesh) -> experiment_lib.Experiment:
   def sample_batch(key):
     k_ids, k_seq = jax.random.split(key)
     ids, biased = sampler.sample_task_ids(k_ids, config.train.batch_size, t.num_tasks,
-                                          t.bias_fraction)
+                                          t.bias_fraction, t.get("bias_num_tasks", 1))
     x, y = sampler.make_sequences(k_seq, ids, *pools["train"], d.seq_len,
                                   pool_classes["train"], **task_kw)
     return {"x": x, "y": y, "biased": biased}

@@ -44,16 +44,24 @@ def identity_task(dim: int, num_classes: int) -> Task:
   return Task(jnp.eye(dim), jnp.zeros((dim,)), jnp.arange(num_classes, dtype=jnp.int32))
 
 
-def sample_task_ids(key, batch: int, num_tasks: int, bias_fraction: float = 0.0):
+def sample_task_ids(key, batch: int, num_tasks: int, bias_fraction: float = 0.0,
+                    bias_num_tasks: int = 1):
   """Training ids in [0, num_tasks); a `bias_fraction` of sequences use task 0.
 
   Returns (ids [B] int32, biased [B] bool). The biased distribution is the
-  paper's plateau intervention: a fixed task fills part of every batch.
+  paper's plateau intervention: a fixed task fills part of every batch. With
+  `bias_num_tasks` = k > 1 the biased sequences draw from the k tasks 0..k-1
+  instead (an extension: a model can memorise one task without reading its
+  context, but must read the context to tell k tasks apart).
   """
   k_id, k_bias = jax.random.split(key)
   ids = jax.random.randint(k_id, (batch,), 0, num_tasks, dtype=jnp.int32)
   biased = jax.random.uniform(k_bias, (batch,)) < bias_fraction
-  return jnp.where(biased, 0, ids), biased
+  if bias_num_tasks == 1:  # The paper's task 0 (and the same keys as before the option).
+    return jnp.where(biased, 0, ids), biased
+  small = jax.random.randint(jax.random.fold_in(key, 1), (batch,), 0, bias_num_tasks,
+                             dtype=jnp.int32)
+  return jnp.where(biased, small, ids), biased
 
 
 def sample_unseen_ids(key, batch: int):

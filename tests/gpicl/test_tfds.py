@@ -59,7 +59,7 @@ def test_missing_data_names_the_prepare_command(tmp_path):
     tfds_data.read_split("mnist", "train", data_dir=str(tmp_path))
 
 
-@pytest.mark.parametrize("config_name", ["mnist_paper", "mnist_32x32x3"])
+@pytest.mark.parametrize("config_name", ["mnist_paper", pytest.param("mnist_32x32x3", marks=pytest.mark.slow)])
 def test_paper_scale_configs_tiny_on_mock_data(config_name, workdir):
   import importlib
   cfg = importlib.import_module(f"experiments.gpicl.{config_name}").get_config("tiny")

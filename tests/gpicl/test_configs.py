@@ -1,0 +1,51 @@
+"""Every GPICL sweep and config added for the reproduction runs in its tiny form;
+the biased pool of k tasks (the stretch config's curriculum)."""
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from launch import sweep
+from research import experiment
+from research.gpicl import sampler
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SWEEPS = ["sweep_num_tasks", "sweep_plateau", "sweep_learners", "sweep_state_size"]
+
+
+def test_bias_pool_of_k_tasks():
+  key = jax.random.key(3)
+  ids, biased = sampler.sample_task_ids(key, 8192, 2**16, bias_fraction=0.5, bias_num_tasks=16)
+  ids, biased = np.asarray(ids), np.asarray(biased)
+  assert abs(biased.mean() - 0.5) < 0.03
+  assert ids[biased].max() < 16 and len(np.unique(ids[biased])) == 16
+  assert ids[~biased].max() > 1000
+  # k = 1 is the paper's task-0 bias, with exactly the keys it always used.
+  one, b1 = sampler.sample_task_ids(key, 8192, 2**16, bias_fraction=0.5)
+  assert np.all(np.asarray(one)[np.asarray(b1)] == 0)
+  assert np.array_equal(np.asarray(b1), biased)
+  assert np.array_equal(np.asarray(one)[~biased], ids[~biased])
+
+
+def test_paper_layout_cpu_tiny(workdir):
+  from experiments.gpicl import paper_layout_cpu
+  cfg = paper_layout_cpu.get_config("tiny")
+  assert cfg.model.layout == "paper" and cfg.tasks.bias_num_tasks == 16
+  final = experiment.run(cfg, workdir)
+  assert "plateau_steps" in final and final["phase"] in ("none", "memorisation",
+                                                         "task_identification", "learning_to_learn")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SWEEPS)
+def test_every_sweep_runs_tiny_in_process(name, tmp_path):
+  path = os.path.join(ROOT, "experiments", "gpicl", f"{name}.py")
+  cwd = os.getcwd()
+  os.chdir(ROOT)
+  try:
+    for run in sweep.expand(path, "tiny", str(tmp_path)):
+      final = experiment.run(sweep.resolve_config(run), run.workdir)
+      assert 0.0 <= final["unseen/acc_last"] <= 1.0, run.name
+  finally:
+    os.chdir(cwd)
