@@ -19,12 +19,14 @@ from research.config import ConfigError
 # config.task -> module with `build(config, mesh) -> Experiment` (run by the trainer).
 REGISTRY = {
     "gpicl": "research.gpicl.experiment",
+    "mend_pretrain": "research.mend.experiment", "mend_finetune": "research.mend.experiment",
 }
 # config.task -> module with `run(config, workdir) -> dict`, for protocols that are
 # not one training run (DKVB's class-incremental stages, ICL evaluations).
 RUNNERS = {
     "dkvb": "research.dkvb.experiment",
     "icl_eval": "research.icl.experiment",
+    "mend_eval": "research.mend.evaluate",
 }
 
 

@@ -1,0 +1,265 @@
+"""MEND's two training stages as trainer `Experiment`s.
+
+  config.task = "mend_pretrain"   stage 1, meta-distillation pretraining on plain text:
+                                  the first 80 % of a document are the demonstrations,
+                                  the last 20 % the query; loss = KL only.
+  config.task = "mend_finetune"   stage 2, meta-distillation fine-tuning on the meta-train
+                                  tasks of `config.data.partition`: K random demonstrations
+                                  of the query's task; loss = CE + λ·KL
+                                  (`loss.kl_weight = 0` is the HyperTuning-style ablation).
+
+Only the distiller's parameters are trainable (`init_params`); the frozen LLM's
+parameters are closed over by the loss and never reach the optimizer. Stage 2 starts
+from a stage-1 workdir (`config.init_from`, its newest checkpoint restored with orbax)
+or from scratch ("" = MEND without stage 1).
+
+Validation (what `evaluate` reports, and the only thing checkpoint selection could look
+at): stage 1, held-out documents; stage 2, rows held out from the *meta-train* tasks
+(`data.val_rows` per task). The meta-test tasks are never loaded here.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from models import distiller as distiller_lib
+from models import llm
+from research import config as config_lib
+from research import experiment as experiment_lib
+from research import sharding
+from research.mend import data as mend_data
+from research.mend import losses
+
+STAGES = {"mend_pretrain": 1, "mend_finetune": 2}
+
+
+# --------------------------------------------------------------------------------------
+# Models.
+# --------------------------------------------------------------------------------------
+
+def load_llm(config):
+  """(CausalLM, unboxed params {"params": ...}, tokenizer) of the frozen LLM."""
+  from research.icl import experiment as icl_experiment  # pylint: disable=import-outside-toplevel
+  adapter, params, tok, _ = icl_experiment.load_model(config)
+  return adapter.model, nn.unbox(params), tok
+
+
+def distiller_lm_config(config, llm_cfg: llm.LMConfig) -> llm.LMConfig:
+  d = config.distiller
+  if d.init == "llm":  # The first layers of the LLM itself.
+    return llm_cfg.replace(num_layers=d.num_layers, scan_unroll=1)
+  return llm.LMConfig(arch="llama", vocab_size=llm_cfg.vocab_size, d_model=d.d_model,
+                      num_layers=d.num_layers, num_heads=d.num_heads,
+                      num_kv_heads=d.num_kv_heads, head_dim=d.d_model // d.num_heads,
+                      mlp_dim=d.mlp_dim, max_len=4096, tie_embeddings=True)
+
+
+def make_distiller(config, llm_cfg: llm.LMConfig) -> distiller_lib.Distiller:
+  d = config.distiller
+  return distiller_lib.Distiller(distiller_lm_config(config, llm_cfg),
+                                 num_vectors=d.num_vectors, out_dim=llm_cfg.d_model,
+                                 placeholder_init=d.placeholder_init)
+
+
+def restore_params(workdir: str):
+  """The distiller params of the newest checkpoint in a trainer workdir (host arrays)."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  workdir = os.path.abspath(workdir)
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"no workdir {workdir} (config.init_from / mend checkpoint)")
+  mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
+                               item_names=("state", "meta"))
+  step = mngr.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{workdir} holds no checkpoint; train it first")
+  out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+  mngr.close()
+  return jax.tree.map(np.asarray, out["state"]["params"])
+
+
+def replace_values(boxed, values):
+  """`boxed` (nn.Partitioned leaves) with the arrays of `values` (same structure)."""
+  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)
+  def put(box, v):
+    ref = nn.unbox(box)
+    if tuple(ref.shape) != tuple(v.shape):
+      raise ValueError(f"checkpoint shape {tuple(v.shape)} != model shape {tuple(ref.shape)}; "
+                       "config.distiller must match the run named by config.init_from")
+    v = jnp.asarray(v, ref.dtype)
+    return box.replace_boxed(v) if is_box(box) else v
+  return jax.tree.map(put, boxed, values, is_leaf=is_box)
+
+
+# --------------------------------------------------------------------------------------
+# Data.
+# --------------------------------------------------------------------------------------
+
+def stage1_data(config, tok):
+  d = config.data
+  if d.corpus == "offline":
+    docs = mend_data.offline_corpus()
+  elif d.corpus == "c4":
+    docs = mend_data.c4_documents(d.num_documents, data_dir=d.tfds_data_dir or None)
+  else:
+    raise config_lib.ConfigError(f"config.data.corpus={d.corpus!r}; use 'offline' or 'c4'")
+  if d.num_documents:
+    docs = docs[:d.num_documents]
+  train = [x for x in docs if not mend_data.is_held_out(x)]
+  val = [x for x in docs if mend_data.is_held_out(x)] or train[:1]
+  enc = lambda ds: mend_data.encode_documents(tok, ds, d.window, d.min_tokens)
+  return enc(train), enc(val), {"documents": len(docs)}
+
+
+def task_root(config, workdir_hint: str = "") -> str:
+  d = config.data
+  if d.root:
+    return d.root
+  from research.icl import suite  # pylint: disable=import-outside-toplevel
+  root = os.path.join(d.suite_dir or workdir_hint or "runs",
+                      f"mend_suite_s{d.suite_seed}_t{d.n_test}_m{d.max_train}")
+  if not os.path.exists(os.path.join(root, "config")):
+    suite.write_suite(root, seed=d.suite_seed, n_test=d.n_test, max_train=d.max_train, k=16)
+  return root
+
+
+def stage2_data(config, tok):
+  from research.icl import data as icl_data  # pylint: disable=import-outside-toplevel
+  d = config.data
+  root = task_root(config)
+  part = icl_data.load_partition(root, d.partition)
+  train_rows, val_rows = {}, {}
+  for t in part.train:  # Meta-train tasks only: the meta-test tasks are never read.
+    rows = icl_data.load_meta_train(root, t)[:d.max_train]
+    n_val = d.val_rows if len(rows) >= 4 * d.val_rows else 0
+    train_rows[t] = rows[:len(rows) - n_val]
+    if n_val:
+      val_rows[t] = rows[len(rows) - n_val:]
+  pools = []
+  for rows in (train_rows, val_rows or train_rows):
+    p = mend_data.encode_task_pool(tok, rows, d.max_row_tokens)
+    pools.append(p)
+  return pools[0], pools[1], {"train_tasks": len(part.train), "root": root,
+                              "train_rows": int(pools[0]["ids"].shape[0])}
+
+
+def _device_pool(pool, mesh):
+  out = {k: sharding.put_replicated(v, mesh) for k, v in pool.items()}
+  if "count" in pool:
+    out["max_count"] = int(pool["count"].max())
+  return out
+
+
+# --------------------------------------------------------------------------------------
+# The experiment.
+# --------------------------------------------------------------------------------------
+
+def validate(config) -> None:
+  require = config_lib.require
+  require(config.task in STAGES, f"config.task={config.task!r}; use one of {sorted(STAGES)}")
+  d = config.distiller
+  require(d.init in ("random", "llm"), f"config.distiller.init={d.init!r}; use 'random' or 'llm'")
+  require(d.placeholder_init in distiller_lib.PLACEHOLDER_INITS,
+          f"config.distiller.placeholder_init={d.placeholder_init!r}; use one of "
+          f"{distiller_lib.PLACEHOLDER_INITS}")
+  require(d.init == "llm" or d.d_model % d.num_heads == 0,
+          f"config.distiller.d_model={d.d_model} must be a multiple of num_heads={d.num_heads}")
+  require(config.loss.ce_weight >= 0 and config.loss.kl_weight >= 0,
+          "config.loss.ce_weight and kl_weight must be >= 0")
+  require(config.loss.ce_weight + config.loss.kl_weight > 0,
+          "config.loss: ce_weight and kl_weight are both 0: nothing to train")
+  if STAGES[config.task] == 2:
+    require(config.data.max_length > config.data.max_row_tokens,
+            f"config.data.max_length={config.data.max_length} must exceed max_row_tokens="
+            f"{config.data.max_row_tokens} (the teacher's demonstrations + query)")
+  else:
+    require(config.data.min_tokens >= 5 and config.data.window >= config.data.min_tokens,
+            "config.data: need window >= min_tokens >= 5")
+
+
+def build(config, mesh) -> experiment_lib.Experiment:
+  validate(config)
+  stage = STAGES[config.task]
+  lm, lm_params, tok = load_llm(config)
+  lm_params = jax.device_put(lm_params, sharding.replicated(mesh))
+  distiller = make_distiller(config, lm.config)
+  bs = config.train.batch_size
+
+  if stage == 1:
+    train_np, val_np, data_info = stage1_data(config, tok)
+    train, val = _device_pool(train_np, mesh), _device_pool(val_np, mesh)
+    sample = lambda key, pool, n: mend_data.sample_rows(key, pool, n)
+    td = train_np["demo_ids"].shape[1]
+  else:
+    train_np, val_np, data_info = stage2_data(config, tok)
+    train, val = _device_pool(train_np, mesh), _device_pool(val_np, mesh)
+    td = config.data.max_length - config.data.max_row_tokens
+    sample = lambda key, pool, n: mend_data.sample_episodes(key, pool, n, config.data.k, td)
+
+  restored = None
+  if stage == 2 and config.init_from:
+    restored = restore_params(config.init_from)
+
+  def init_params(key):
+    demo = jnp.zeros((1, td), jnp.int32)
+    params = distiller.init(key, demo, jnp.ones_like(demo))["params"]
+    if restored is not None:
+      return replace_values(params, restored)
+    if config.distiller.init == "llm":
+      return distiller_lib.init_from_llm(params, lm_params, config.distiller.num_layers)
+    return params
+
+  def sample_batch(key):
+    return sample(key, train, bs)
+
+  loss_kw = dict(ce_weight=config.loss.ce_weight, kl_weight=config.loss.kl_weight)
+
+  def loss_fn(params, batch, key):
+    del key
+    return losses.mend_loss(distiller, params, lm, lm_params, batch, **loss_kw)
+
+  # Validation: fixed keys, held-out documents / meta-train rows; KL and CE both reported.
+  eval_kw = dict(ce_weight=1.0, kl_weight=1.0)
+
+  @functools.partial(jax.jit, out_shardings=sharding.replicated(mesh))
+  def eval_batch(params, key):
+    batch = sample(key, val, config.eval.batch_size)
+    _, m = losses.mend_loss(distiller, params, lm, lm_params, batch, **eval_kw)
+    return m
+
+  def evaluate(params, step):
+    del step
+    keys = jax.random.split(jax.random.key(config.eval.seed), config.eval.num_batches)
+    ms = [sharding.to_host(eval_batch(params, k)) for k in keys]
+    return {f"val_{k}": float(np.mean([m[k] for m in ms])) for k in ms[0]}
+
+  def report(params, workdir, final):
+    del params
+    lines = [f"MEND stage {stage} ({config.task}) in {workdir}:"]
+    lines += [f"  {k} = {v:.4f}" for k, v in sorted(final.items())
+              if isinstance(v, float)]
+    return "\n".join(lines)
+
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(
+      jax.eval_shape(lambda k: nn.unbox(init_params(k)), jax.random.key(0))))
+  info = {"stage": stage, "distiller_params": n_params, "llm_d_model": lm.config.d_model,
+          "llm_layers": lm.config.num_layers, "demo_slots": td,
+          "num_vectors": config.distiller.num_vectors,
+          **{k: v for k, v in data_info.items() if k != "root"}}
+  return experiment_lib.Experiment(init_params=init_params, sample_batch=sample_batch,
+                                   loss_fn=loss_fn, evaluate=evaluate, report=report,
+                                   info=info)
+
+
+def read_run_config(workdir: str) -> dict:
+  """The config.json the trainer wrote into a MEND workdir."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} missing: {workdir} is not a trainer workdir")
+  with open(path) as f:
+    return json.load(f)
