@@ -12,7 +12,6 @@ def test_dkvb_notebook_executes_in_tiny_mode(tmp_path, monkeypatch):
   nbclient = pytest.importorskip("nbclient")
   monkeypatch.setenv("DKVB_NOTEBOOK_TINY", "1")
   monkeypatch.setenv("DKVB_RUN_ROOT", str(tmp_path / "runs"))
-  monkeypatch.setenv("MPLBACKEND", "Agg")
   nb = nbformat.read(NOTEBOOK, as_version=4)
   root = os.path.abspath(os.path.join(os.path.dirname(NOTEBOOK), ".."))
   nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
