@@ -17,7 +17,7 @@ CPU = {
     "train.progress": False,
 }
 # Overrides every tiny sweep run gets on top of the `:tiny` config.
-TINY = {"train.num_steps": 4, "train.eval_every": 2, "train.log_every": 2,
+TINY = {"train.num_steps": 4, "train.eval_every": 2, "train.log_every": 2, "peak_flops": 1e10,
         "train.checkpoint_every": 4}
 
 
