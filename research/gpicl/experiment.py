@@ -117,8 +117,11 @@ def build(config, mesh) -> experiment_lib.Experiment:
     k_ids, k_seq = jax.random.split(key)
     ids, biased = sampler.sample_task_ids(k_ids, config.train.batch_size, t.num_tasks,
                                           t.bias_fraction, t.get("bias_num_tasks", 1))
+    # Optional curriculum: biased sequences share task 0's projection and differ
+    # only in their label permutation, so only the context identifies them.
+    proj_ids = jnp.where(biased, 0, ids) if t.get("bias_shared_projection", False) else None
     x, y = sampler.make_sequences(k_seq, ids, *pools["train"], d.seq_len,
-                                  pool_classes["train"], **task_kw)
+                                  pool_classes["train"], proj_ids=proj_ids, **task_kw)
     return {"x": x, "y": y, "biased": biased}
 
   def loss_fn(params, batch, key):

@@ -81,18 +81,26 @@ def apply_task(task: Task, x, y):
 
 
 def make_sequences(key, ids, x_pool, y_pool, seq_len: int, num_classes: int, *,
-                   task_seed=0, proj_std=None, bias_std=0.0, permute_prob=1.0):
-  """One sequence per id: fresh examples from the pool, transformed by task `id`."""
-  dim = x_pool.shape[1]
+                   task_seed=0, proj_std=None, bias_std=0.0, permute_prob=1.0, proj_ids=None):
+  """One sequence per id: fresh examples from the pool, transformed by task `id`.
 
-  def one(k, task_id):
+  `proj_ids` (optional, [B]) takes the projection and bias from another task
+  than the permutation: sequences that share a projection differ only in their
+  labels, so nothing but the context tells them apart.
+  """
+  dim = x_pool.shape[1]
+  kw = dict(proj_std=proj_std, bias_std=bias_std, permute_prob=permute_prob)
+
+  def one(k, task_id, proj_id):
     x, y = sample_examples(k, x_pool, y_pool, seq_len)
-    task = task_from_id(task_seed, task_id, dim, num_classes, proj_std=proj_std,
-                        bias_std=bias_std, permute_prob=permute_prob)
+    task = task_from_id(task_seed, task_id, dim, num_classes, **kw)
+    if proj_ids is not None:
+      proj = task_from_id(task_seed, proj_id, dim, num_classes, **kw)
+      task = Task(proj.proj, proj.bias, task.perm)
     return apply_task(task, x, y)
 
   keys = jax.random.split(key, ids.shape[0])
-  return jax.vmap(one)(keys, ids)
+  return jax.vmap(one)(keys, ids, ids if proj_ids is None else proj_ids)
 
 
 def make_identity_sequences(key, batch: int, x_pool, y_pool, seq_len: int):

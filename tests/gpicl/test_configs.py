@@ -32,6 +32,7 @@ def test_paper_layout_cpu_tiny(workdir):
   from experiments.gpicl import paper_layout_cpu
   cfg = paper_layout_cpu.get_config("tiny")
   assert cfg.model.layout == "paper" and cfg.tasks.bias_num_tasks == 16
+  assert cfg.tasks.bias_shared_projection
   final = experiment.run(cfg, workdir)
   assert "plateau_steps" in final and final["phase"] in ("none", "memorisation",
                                                          "task_identification", "learning_to_learn")
@@ -49,3 +50,17 @@ def test_every_sweep_runs_tiny_in_process(name, tmp_path):
       assert 0.0 <= final["unseen/acc_last"] <= 1.0, run.name
   finally:
     os.chdir(cwd)
+
+
+def test_shared_projection_changes_only_labels():
+  """proj_ids: inputs transformed by task 0's projection, labels by each id's permutation."""
+  kp, kx = jax.random.split(jax.random.key(0))
+  xp = jax.random.normal(kp, (50, 8))
+  yp = jax.numpy.arange(50) % 10
+  ids = jax.numpy.array([3, 7])
+  x, y = sampler.make_sequences(kx, ids, xp, yp, 5, 10, proj_ids=jax.numpy.array([0, 0]))
+  x0, _ = sampler.make_sequences(kx, jax.numpy.array([0, 0]), xp, yp, 5, 10)
+  x_own, y_own = sampler.make_sequences(kx, ids, xp, yp, 5, 10)
+  np.testing.assert_allclose(x, x0)
+  np.testing.assert_array_equal(y, y_own)
+  assert not np.allclose(x, x_own)
