@@ -49,7 +49,8 @@ def get_config(arg=None):
   c.only = ""
   c.save_grid = False
   c.tensorboard = True
-  c.data = dict(name="cifar10", n_train=0, n_test=0, key_init_source="cifar100",
+  # Keys (and the PCA encoder) are fitted on unlabelled CIFAR100 train images.
+  c.data = dict(name="cifar10", n_train=0, n_test=0, key_init_source="",
                 data_dir="", max_examples=0, key_init_dataset="cifar100")
   c.encoder = dict(name=args.get("encoder", "pca"), dim=256, seed=0,
                    cache_dir="runs/dkvb_embedding_cache")

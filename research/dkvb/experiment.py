@@ -315,9 +315,19 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     raise ValueError(f"DKVB config lacks keys {missing}")
   if cfg.task != "dkvb":
     raise ValueError(f"config.task must be 'dkvb', got {cfg.task!r}")
+  choices = {"data.name": (cfg.data.name, ("toy2d", "digits", "cifar10", "cifar100")),
+             "encoder.name": (cfg.encoder.name, ("identity", "pixels", "pca", "random_relu"))}
   for name, m in cfg.models.items():
-    if m.kind not in MODEL_KINDS:
-      raise ValueError(f"config.models.{name}.kind={m.kind!r} not in {MODEL_KINDS}")
+    choices[f"models.{name}.kind"] = (m.kind, MODEL_KINDS)
+    choices[f"models.{name}.optimizer"] = (m.optimizer, ("sgd", "adam"))
+    if m.kind == "dkvb":
+      choices[f"models.{name}.projection"] = (m.projection, ("random", "chunk", "identity", "learned"))
+      choices[f"models.{name}.decoder"] = (m.decoder, ("vote", "linear", "mlp"))
+      choices[f"models.{name}.value_init"] = (m.value_init, ("zeros", "normal"))
+      choices[f"models.{name}.key_init.method"] = (m.key_init.method, ("ema", "kmeans", "random"))
+  for key, (value, allowed) in choices.items():
+    if value not in allowed:
+      raise ValueError(f"config.{key}={value!r} not in {allowed}")
   only = [n for n in cfg.only.split(",") if n] if cfg.get("only") else []
   unknown = [n for n in only if n not in cfg.models]
   if unknown:

@@ -60,6 +60,14 @@ def test_unknown_model_name_is_rejected(workdir):
     experiment.run(cfg, workdir)
 
 
+def test_bad_choice_is_rejected_naming_the_key(workdir):
+  cfg = _config("digits.py")
+  with cfg.unlocked():
+    cfg.models.dkvb.projection = "randm"
+  with pytest.raises(ValueError, match="models.dkvb.projection"):
+    experiment.run(cfg, workdir)
+
+
 def test_toy_dkvb_learns_continually_and_baselines_forget(workdir):
   """Fig. 2: after 4 stages DKVB keeps every class, the probes only the last two."""
   cfg = _config("toy2d.py", "")
