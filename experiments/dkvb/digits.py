@@ -13,7 +13,10 @@ Command:
   python -m launch.main --config experiments/dkvb/digits.py --workdir runs/dkvb_digits
   (variants, comma-separated: `:tiny`, `:epochs=100`, `:encoder=pca|pixels|random_relu`,
    `:heads=64`, `:keys=1024`, `:dkey=8`, `:init=holdout|noise`, `:blr=0.1`)
-Measured: see experiments/dkvb/README.md.
+Measured (this command, 2-core shared CPU, seeds 0,1,2, final class-balanced accuracy
+after task 5): DKVB 90.1 ± 0.9 %, DKVB i.i.d. 88.9 ± 1.7 %, linear probe 18.1 ± 1.2 %,
+linear probe without bias 18.3 ± 1.0 %, MLP-128 18.6 ± 1.0 %. Other encoders, epochs
+per task and ablations: experiments/dkvb/README.md. `:tiny` is a smoke test only.
 """
 import ml_collections
 
