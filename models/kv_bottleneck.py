@@ -103,11 +103,13 @@ def nearest_keys(queries: Array, keys: Array, *, k: int = 1, mask: Array | None 
     return out(d, i)
   n_chunks = -(-num_keys // chunk_size)
   pad = n_chunks * chunk_size - num_keys
-  valid = jnp.ones((num_heads, num_keys), bool) if mask is None else mask
   keys_p = jnp.pad(keys, ((0, 0), (0, pad), (0, 0)))
-  valid_p = jnp.pad(valid, ((0, 0), (0, pad)))
   keys_c = keys_p.reshape(num_heads, n_chunks, chunk_size, dim).transpose(1, 0, 2, 3)
-  valid_c = valid_p.reshape(num_heads, n_chunks, chunk_size).transpose(1, 0, 2)
+  valid_c = None  # No mask and no padding: skip the masking pass over the distances.
+  if mask is not None or pad:
+    valid = jnp.ones((num_heads, num_keys), bool) if mask is None else mask
+    valid_p = jnp.pad(valid, ((0, 0), (0, pad)))
+    valid_c = valid_p.reshape(num_heads, n_chunks, chunk_size).transpose(1, 0, 2)
   batch = queries.shape[0]
   init = (jnp.full((num_heads, batch, k), jnp.inf, queries.dtype),
           jnp.zeros((num_heads, batch, k), jnp.int32))

@@ -15,11 +15,12 @@ def _brute_topk(q, keys, k, mask=None):
   return np.argsort(d, axis=-1, kind="stable")[..., :k], np.sort(d, axis=-1)[..., :k]
 
 
-@pytest.mark.parametrize("k,chunk", [(1, 1024), (1, 7), (3, 16), (4, 5)])
-def test_nearest_keys_matches_numpy(k, chunk):
+@pytest.mark.parametrize("k,chunk,num_keys", [(1, 1024, 37), (1, 7, 37), (3, 16, 37), (4, 5, 37),
+                                              (1, 8, 40), (2, 8, 40)])  # 40: no padding.
+def test_nearest_keys_matches_numpy(k, chunk, num_keys):
   rng = np.random.default_rng(0)
   q = rng.standard_normal((9, 5, 3)).astype(np.float32)
-  keys = rng.standard_normal((5, 37, 3)).astype(np.float32)
+  keys = rng.standard_normal((5, num_keys, 3)).astype(np.float32)
   idx, dist = jax.jit(lambda q, kk: kvb.nearest_keys(q, kk, k=k, chunk_size=chunk))(q, keys)
   ref_i, ref_d = _brute_topk(q, keys, k)
   np.testing.assert_array_equal(np.asarray(idx), ref_i)
