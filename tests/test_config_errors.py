@@ -17,14 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def tiny(**overrides):
   c = digits.get_config("tiny")
-  c.unlock()
-  for k, v in overrides.items():
-    node = c
-    *parents, leaf = k.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = v
-  c.lock()
+  c.update_from_flattened_dict(overrides)
   return c
 
 
