@@ -71,9 +71,9 @@ def offline_corpus(min_chars: int = 400) -> list[str]:
              if f.name.endswith(".rst")]
   except ModuleNotFoundError:
     pass
-  with contextlib.redirect_stdout(io.StringIO()) as out:
-    import this  # pylint: disable=import-outside-toplevel,unused-import
-  docs.append(out.getvalue())
+  with contextlib.redirect_stdout(io.StringIO()):  # Its first import prints the Zen.
+    import this  # pylint: disable=import-outside-toplevel
+  docs.append("".join(this.d.get(ch, ch) for ch in this.s))
   seen, unique = set(), []
   for d in docs:
     d = d.strip()

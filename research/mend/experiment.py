@@ -159,6 +159,18 @@ def _device_pool(pool, mesh):
 # The experiment.
 # --------------------------------------------------------------------------------------
 
+def _hoist_large_constants(lm_params, limit_bytes: int = 64 << 20) -> None:
+  """The frozen LLM is closed over by the loss (the trainer's state holds only what it
+  optimises). JAX's default embeds closed-over arrays in the HLO, and XLA then
+  constant-folds them (minutes for SmolLM2's 49152×576 tied head); the simplified
+  constants mode passes them as executable arguments instead. Switched on only for
+  large LLMs, before anything is traced. A trainer hook for frozen inputs would make
+  this unnecessary."""
+  size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(lm_params))
+  if size > limit_bytes and not jax.config.jax_use_simplified_jaxpr_constants:
+    jax.config.update("jax_use_simplified_jaxpr_constants", True)
+
+
 def validate(config) -> None:
   require = config_lib.require
   require(config.task in STAGES, f"config.task={config.task!r}; use one of {sorted(STAGES)}")
@@ -187,6 +199,7 @@ def build(config, mesh) -> experiment_lib.Experiment:
   stage = STAGES[config.task]
   lm, lm_params, tok = load_llm(config)
   lm_params = jax.device_put(lm_params, sharding.replicated(mesh))
+  _hoist_large_constants(lm_params)
   distiller = make_distiller(config, lm.config)
   bs = config.train.batch_size
 

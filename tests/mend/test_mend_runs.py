@@ -1,0 +1,84 @@
+"""Both stages and the evaluation, end to end in tiny form (every config of
+experiments/mend), through `research.experiment.run` like `launch.main`."""
+import json
+import os
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from experiments.mend import evaluate as eval_cfg
+from experiments.mend import finetune as ft_cfg
+from experiments.mend import pretrain as pt_cfg
+from research import experiment
+from research import sharding
+from research.mend import experiment as mend_experiment
+
+
+def _with(config, **kw):
+  c = config
+  with c.unlocked():
+    for k, v in kw.items():
+      node = c
+      *path, last = k.split(".")
+      for p in path:
+        node = node[p]
+      node[last] = v
+  return c
+
+
+@pytest.mark.slow
+def test_pretrain_finetune_evaluate_tiny(tmp_path):
+  suite = str(tmp_path)
+  pt = str(tmp_path / "pt")
+  final = experiment.run(pt_cfg.get_config("tiny"), pt)
+  assert np.isfinite(final["val_kl"]) and final["val_kl"] >= 0
+
+  # Stage 2 from stage 1: the initial params are the restored stage-1 params.
+  ft = str(tmp_path / "ft")
+  cfg = _with(ft_cfg.get_config("tiny"), init_from=pt, **{"data.suite_dir": suite})
+  mesh = sharding.make_mesh(cfg.mesh)
+  exp = mend_experiment.build(cfg, mesh)
+  restored = mend_experiment.restore_params(pt)
+  init = jax.tree.map(np.asarray, nn.unbox(exp.init_params(jax.random.key(9))))
+  jax.tree.map(np.testing.assert_array_equal, init, restored)
+  # The trainable params are the distiller's only (the LLM never reaches the optimizer).
+  assert set(init) <= {"lm", "placeholders", "proj"}
+  assert init["lm"]["embed"].shape[1] == cfg.distiller.d_model
+  final = experiment.run(cfg, ft)
+  assert np.isfinite(final["val_ce"])
+
+  # The HyperTuning-style ablation (CE only) and MEND without stage 1.
+  ht = str(tmp_path / "ht")
+  experiment.run(_with(ft_cfg.get_config("tiny,kl=0"), **{"data.suite_dir": suite}), ht)
+
+  ev = str(tmp_path / "eval")
+  cfg = _with(eval_cfg.get_config("tiny"), **{"data.suite_dir": suite,
+                                              "mend.runs": f"mend={ft},hypertuning={ht}"})
+  res = experiment.run(cfg, ev)
+  for m in ("zero_shot", "icl", "prompt_tuning", "mend", "hypertuning"):
+    assert 0.0 <= res["methods"][m]["mean"] <= 1.0
+  e = res["methods"]["mend"]["efficiency"]
+  assert e["total_flops_per_query"] > e["total_flops_reuse"] > e["llm_flops_reuse"] > 0
+  assert e["compression"] > 1.0
+  assert res["icl_per_query"]["flops"] > res["methods"]["icl"]["efficiency"]["flops_per_query"]
+  with open(os.path.join(ev, "mend_results.md")) as f:
+    assert "S_D reused per task" in f.read()
+  with open(os.path.join(ev, "mend_results.json")) as f:
+    assert json.load(f)["methods"]["mend"]["workdir"] == ft
+
+
+def test_configs_build(tmp_path):
+  """Every config's variants parse and lock; bad values fail with the key's name."""
+  for mod, args in ((pt_cfg, ("", "tiny", "distiller=random")),
+                    (ft_cfg, ("", "tiny", "kl=0", "partition=qa_to_qa")),
+                    (eval_cfg, ("", "tiny"))):
+    for a in args:
+      assert mod.get_config(a).task.startswith("mend_")
+  cfg = _with(ft_cfg.get_config("tiny"), **{"distiller.init": "bogus"})
+  with pytest.raises(Exception, match="distiller.init"):
+    mend_experiment.validate(cfg)
+  cfg = _with(ft_cfg.get_config("tiny"), init_from=str(tmp_path / "missing"))
+  with pytest.raises(FileNotFoundError, match="missing"):
+    mend_experiment.restore_params(cfg.init_from)
