@@ -13,7 +13,8 @@ Measured (2 shared CPU cores; experiments/icl/README.md has the tables and comma
   14 meta-test tasks x 5 seeds, 0-shot 38.0 -> ICL K=16 47.8 (11 tasks gain, 2 lose);
   class_to_class 36.7 -> 42.6, qa_to_qa 47.1 -> 62.5, non_nli_to_nli 16.5 -> 34.7.
   KV-cached prefix vs re-encoding per option (3 tasks, seed 13): same scores,
-  14.6 vs 83.4 GFLOPs and 292 vs 1408 ms per query.
+  14.6 vs 83.4 GFLOPs and 292 vs 1408 ms per query. Retrieved (MiniLM) vs random
+  demonstrations, 6 tasks x 3 seeds: 78.4 vs 68.6.
 """
 import ml_collections
 
