@@ -161,11 +161,12 @@ def _device_pool(pool, mesh):
 
 def _hoist_large_constants(lm_params, limit_bytes: int = 64 << 20) -> None:
   """The frozen LLM is closed over by the loss (the trainer's state holds only what it
-  optimises). JAX's default embeds closed-over arrays in the HLO, and XLA then
-  constant-folds them (minutes for SmolLM2's 49152×576 tied head); the simplified
-  constants mode passes them as executable arguments instead. Switched on only for
-  large LLMs, before anything is traced. A trainer hook for frozen inputs would make
-  this unnecessary."""
+  optimises), so XLA may see its weights as constants and constant-fold them (seen:
+  a 3 s fold of SmolLM2's 49152×576 tied head in a stage-2 run started without
+  JAX_USE_SIMPLIFIED_JAXPR_CONSTANTS=True; none in stage-1 runs started with it).
+  This switches the same JAX mode on for large LLMs before anything is traced; its
+  effect was not verified separately. A trainer hook for frozen inputs would be the
+  proper fix."""
   size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(lm_params))
   if size > limit_bytes and not jax.config.jax_use_simplified_jaxpr_constants:
     jax.config.update("jax_use_simplified_jaxpr_constants", True)
