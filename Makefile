@@ -28,10 +28,10 @@ train: install
 	$(WITH_ENV) $(PY) -m launch.main --config $(CONFIG) --workdir $(WORKDIR)
 
 test: install
-	$(WITH_ENV) $(PY) -m pytest tests
+	$(WITH_ENV) $(PY) -m pytest tests -n 2 --dist loadfile
 
 test-fast: install
-	$(WITH_ENV) $(PY) -m pytest tests -m "not slow"
+	$(WITH_ENV) $(PY) -m pytest tests -m "not slow" -n 2 --dist loadfile
 
 bench: install
 	$(WITH_ENV) $(PY) -m launch.bench --out bench/results.json

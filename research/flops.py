@@ -2,6 +2,13 @@
 
 Model FLOP utilisation (MFU) = achieved FLOP/s / peak FLOP/s, both measured in the
 same process, so the ratio survives a noisy, shared machine.
+
+Caveat: XLA's cost analysis counts the body of a loop (`lax.scan`, `nn.scan`)
+once, not once per iteration. Models that stack layers with `nn.scan`
+(`models/llm.py`) therefore report ~num_layers× too few FLOPs from a compiled
+train step; `LMConfig.for_cost_analysis()` unrolls the layers for counting, and
+the LLM benchmarks and the ICL harness use it. The GPICL models unroll their
+layers in Python and are counted exactly.
 """
 from __future__ import annotations
 
