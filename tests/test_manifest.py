@@ -28,3 +28,18 @@ def test_missing_directory_or_manifest_names_the_command(tmp_path):
   (tmp_path / "d").mkdir()
   with pytest.raises(manifest.DataError, match="no MANIFEST.json"):
     manifest.verify(str(tmp_path / "d"), CMD)
+
+
+def test_offline_icl_suite_is_verified_on_load(tmp_path):
+  from research.icl import data as icl_data
+  from research.icl import suite
+  out = str(tmp_path / "suite")
+  task = "unicode_category"
+  suite.write_suite(out, tasks=(task,))
+  assert icl_data.load_task(out, task, "test")  # Verifies the manifest.
+  path = icl_data.task_file(out, task, 16, 100, "test")
+  with open(path, "a") as f:
+    f.write('{"task": "x", "input": "tampered", "output": "a", "options": ["a", "b"]}\n')
+  icl_data._VERIFIED.clear()
+  with pytest.raises(manifest.DataError, match="checksum.*research.icl.suite"):
+    icl_data.load_task(out, task, "test")

@@ -20,6 +20,8 @@ import json
 import os
 from typing import Any, Iterable, Sequence
 
+from research.data import manifest
+
 SEEDS = (13, 21, 42, 87, 100)
 META_TRAIN_K = 16384  # MetaICL's name for "all training rows of a task".
 EVAL_SEED = 100  # MetaICL reads dev/test from the seed-100 files.
@@ -118,9 +120,18 @@ def task_file(root: str, task: str, k: int, seed: int, split: str) -> str:
   return os.path.join(root, "data", task, f"{task}_{k}_{seed}_{split}.jsonl")
 
 
+_VERIFIED: set[str] = set()
+
+
 def _check_root(root: str) -> None:
   if not os.path.isdir(root):
     raise FileNotFoundError(f"MetaICL directory not found: {root}. {PREPARE_HINT}")
+  # A suite this framework prepared carries a checksum manifest: verify it once
+  # per process. (Directories prepared by MetaICL's own scripts have none.)
+  real = os.path.realpath(root)
+  if real not in _VERIFIED and os.path.exists(os.path.join(root, manifest.NAME)):
+    manifest.verify(root, f"python -m research.icl.suite --out {root}")
+    _VERIFIED.add(real)
 
 
 def load_task(root: str, task: str, split: str, *, k: int = 16, seed: int = EVAL_SEED

@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 
+from research.data import manifest
 from research.icl import data as icl_data
 
 Row = tuple[str, str, list[str]]  # (input, output, options)
@@ -528,6 +529,7 @@ def write_suite(out: str, *, seed: int = 0, n_test: int = 64, n_dev: int = 8,
     if test:
       with open(os.path.join(out, "config", f"{p.name}.json"), "w") as fh:
         json.dump({"train": train, "test": test}, fh, indent=1)
+  manifest.write(out)  # Verified on every load (research.icl.data).
   return sizes
 
 

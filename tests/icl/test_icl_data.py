@@ -86,6 +86,7 @@ def test_icl_task_config_inferred_without_config_file(root, tmp_path):
   import shutil
   other = str(tmp_path / "copy")
   shutil.copytree(root, other)
+  os.remove(os.path.join(other, "MANIFEST.json"))  # A MetaICL dir prepared elsewhere has none.
   os.remove(os.path.join(other, "config", "tasks", "iris_species.json"))
   os.remove(os.path.join(other, "config", "tasks", "capital_qa.json"))
   assert icl_data.load_task_config(other, "iris_species").is_classification
