@@ -203,3 +203,47 @@ def test_paths_from_configs_cannot_escape_the_workdir(tmp_path):
   for bad in ("../x", "/etc/passwd", "a/../../x", "~/.ssh/id", ""):
     with pytest.raises(ValueError, match="workdir"):
       paths.within(w, bad)
+
+
+def _tiny_config(**overrides):
+  from experiments.gpicl import digits
+  c = digits.get_config("tiny")
+  c.update_from_flattened_dict(overrides)
+  return c
+
+
+def test_failed_save_keeps_good_checkpoints(tmp_path, monkeypatch):
+  """A save that dies mid-way (disk full, preempted writer) deletes nothing."""
+  from research import checkpoint, train
+  w = str(tmp_path / "w")
+  train.train_and_evaluate(_tiny_config(**{"train.num_steps": 6}), w)
+  steps_before = sorted(os.listdir(os.path.join(w, "checkpoints")))
+  real_save = checkpoint.save
+
+  def failing_save(mngr, step, *a, **k):
+    if step >= 9:
+      raise OSError(28, "No space left on device")
+    return real_save(mngr, step, *a, **k)
+
+  monkeypatch.setattr(checkpoint, "save", failing_save)
+  with pytest.raises(OSError, match="No space"):
+    train.train_and_evaluate(_tiny_config(**{"train.num_steps": 12}), w)
+  monkeypatch.setattr(checkpoint, "save", real_save)
+  assert set(steps_before) <= set(os.listdir(os.path.join(w, "checkpoints")))
+  # And the run resumes from the last good checkpoint.
+  final = train.train_and_evaluate(_tiny_config(**{"train.num_steps": 12}), w)
+  assert final["step"] == 12
+
+
+def test_half_written_checkpoint_directory_is_ignored(tmp_path, capsys):
+  """Orbax writes into a temporary directory and renames it when complete: a
+  leftover temporary directory (a writer killed mid-save) is never restored."""
+  from research import train
+  w = str(tmp_path / "w")
+  train.train_and_evaluate(_tiny_config(**{"train.num_steps": 6}), w)
+  junk = os.path.join(w, "checkpoints", "9.orbax-checkpoint-tmp-1234", "state")
+  os.makedirs(junk)
+  with open(os.path.join(junk, "garbage"), "wb") as f:
+    f.write(os.urandom(64))
+  train.train_and_evaluate(_tiny_config(**{"train.num_steps": 9}), w)
+  assert "resuming from step 6" in capsys.readouterr().out
