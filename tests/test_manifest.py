@@ -43,3 +43,19 @@ def test_offline_icl_suite_is_verified_on_load(tmp_path):
   icl_data._VERIFIED.clear()
   with pytest.raises(manifest.DataError, match="checksum.*research.icl.suite"):
     icl_data.load_task(out, task, "test")
+
+
+def test_prepared_tfds_directory_is_verified(tmp_path):
+  """research.data.prepare writes the manifest; reading a changed file fails."""
+  import types
+  from research.data import tfds as tfds_data
+  d = tmp_path / "mnist" / "3.0.1"
+  d.mkdir(parents=True)
+  (d / "mnist-train.array_record-00000-of-00001").write_bytes(b"records")
+  manifest.write(str(d))
+  fake = types.SimpleNamespace(builder=lambda *a, **k: types.SimpleNamespace(data_dir=str(d)))
+  tfds_data._verify_prepared(fake, "mnist", str(tmp_path))  # Intact: fine.
+  tfds_data._VERIFIED.clear()
+  (d / "mnist-train.array_record-00000-of-00001").write_bytes(b"recordz")
+  with pytest.raises(manifest.DataError, match="research.data.prepare mnist"):
+    tfds_data._verify_prepared(fake, "mnist", str(tmp_path))

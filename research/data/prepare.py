@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from research.data import manifest
+
 
 def prepare(name: str, data_dir: str | None = None) -> str:
   """Downloads and prepares one dataset; returns the directory it landed in."""
@@ -22,6 +24,7 @@ def prepare(name: str, data_dir: str | None = None) -> str:
   builder_name = tfds_data.DATASETS.get(name, name)
   builder = tfds.builder(builder_name, data_dir=data_dir, file_format="array_record")
   builder.download_and_prepare()
+  manifest.write(builder.data_dir)  # Checked on every load (research/data/tfds.py).
   return builder.data_dir
 
 

@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from research import config as config_lib
+from research.data import manifest
 
 PREFIX = "tfds:"
 # Config name -> TFDS builder name.
@@ -79,11 +80,27 @@ def read_split(name: str, split: str, *, data_dir: str | None = None,
         f"TFDS dataset {builder!r} ({split}) is not prepared in "
         f"{data_dir or '~/tensorflow_datasets'} ({type(e).__name__}). Prepare it once, on a "
         f"machine with internet, with:\n  {prepare_command(builder, data_dir)}") from e
+  _verify_prepared(tfds, builder, data_dir)
   n = len(source) if max_examples is None else min(len(source), max_examples)
   rows = [source[i] for i in range(n)]
   x = np.stack([np.asarray(r["image"], np.uint8) for r in rows])
   y = np.asarray([int(r["label"]) for r in rows], np.int32)
   return x, y
+
+
+_VERIFIED: set[str] = set()
+
+
+def _verify_prepared(tfds, builder: str, data_dir: str | None) -> None:
+  """Checks the files `research.data.prepare` recorded in MANIFEST.json (once per process)."""
+  try:
+    prepared_dir = tfds.builder(builder, data_dir=data_dir, file_format="array_record").data_dir
+  except Exception:  # Mocked or foreign data: nothing this framework prepared.
+    return
+  if prepared_dir in _VERIFIED or not os.path.exists(os.path.join(prepared_dir, manifest.NAME)):
+    return
+  manifest.verify(prepared_dir, prepare_command(builder, data_dir))
+  _VERIFIED.add(prepared_dir)
 
 
 def resize(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
