@@ -25,3 +25,22 @@ def pytest_configure(config):
 @pytest.fixture
 def workdir(tmp_path):
   return str(tmp_path / "workdir")
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def run_notebook(monkeypatch):
+  """Executes notebooks/<name> top to bottom with extra environment variables
+  (each notebook's tiny mode); returns the outputs of its code cells."""
+  def run(name, env, timeout=600):
+    import nbclient
+    import nbformat
+    for key, value in env.items():
+      monkeypatch.setenv(key, str(value))
+    nb = nbformat.read(os.path.join(ROOT, "notebooks", name), as_version=4)
+    nbclient.NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": ROOT}}).execute()
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+  return run

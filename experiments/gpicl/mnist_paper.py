@@ -65,6 +65,6 @@ def get_config(arg=None, *, input_dim=196):
     # d = 3072 and B = 16), so the tiny form keeps B small.
     c.train.update(num_steps=a.steps or 4, batch_size=8, log_every=2, eval_every=2,
                    checkpoint_every=4, tensorboard=False, progress=False)
-    c.eval.update(num_sequences=8, datasets=("tfds:fashion_mnist", "random"))
+    c.eval.update(num_sequences=4, datasets=("tfds:fashion_mnist", "random"))
   c.lock()
   return c
