@@ -57,12 +57,14 @@ def _gpicl(size, learner="transformer", d_model=None, dtype=None):
     from experiments.gpicl import learners
     c = digits.get_config(f"learner={learner}")
     c.unlock()
+    c.tasks.sequences_per_task = 1
     if size == "paper":
       # Paper scale (Kirsch et al.): model 256, 4 layers, 8 heads x 32, 512 sequences of 100,
       # 196-dim inputs (14x14). Digits padded to 196 dims: the data do not change the cost.
       c.model = learners.learner_config(learner, "paper", "paper")
       c.data.update(input_dim=196, seq_len=100)
       c.train.batch_size = 512
+      c.tasks.sequences_per_task = 32  # The paper's batch: 16 tasks × 32 sequences.
     if d_model:  # Accelerator sizes: width d_model, heads of 64, bf16, fused attention.
       c.model.update(d_model=d_model, num_heads=d_model // 64, head_dim=64, dtype=dtype,
                      attention="jax")

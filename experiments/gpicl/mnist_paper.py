@@ -46,7 +46,8 @@ def get_config(arg=None, *, input_dim=196):
       dataset="tfds:mnist", input_dim=input_dim, num_classes=10, seq_len=100, split_seed=0))
   c.tasks = ml_collections.ConfigDict(dict(
       num_tasks=a.num_tasks, task_seed=0, proj_std=config_dict.placeholder(float),
-      bias_std=0.0, permute_prob=1.0, bias_fraction=0.0))
+      bias_std=0.0, permute_prob=1.0, bias_fraction=0.0,
+      sequences_per_task=32))  # The paper's batch: 16 tasks × 32 sequences.
   c.model = learners.learner_config(a.learner, "tiny" if a.tiny else "paper", a.layout)
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
@@ -66,5 +67,6 @@ def get_config(arg=None, *, input_dim=196):
     c.train.update(num_steps=a.steps or 4, batch_size=8, log_every=2, eval_every=2,
                    checkpoint_every=4, tensorboard=False, progress=False)
     c.eval.update(num_sequences=4, datasets=("tfds:fashion_mnist", "random"))
+    c.tasks.sequences_per_task = 4
   c.lock()
   return c

@@ -72,6 +72,13 @@ def validate(config) -> None:
   k = t.get("bias_num_tasks", 1)
   require(isinstance(k, int) and 1 <= k <= t.num_tasks,
           f"config.tasks.bias_num_tasks={k} must be an integer in [1, tasks.num_tasks={t.num_tasks}]")
+  per_task = t.get("sequences_per_task", 1)
+  require(per_task >= 1 and config.train.batch_size % per_task == 0,
+          f"config.tasks.sequences_per_task={per_task} must be >= 1 and divide "
+          f"config.train.batch_size={config.train.batch_size}")
+  require(per_task == 1 or not t.get("bias_shared_projection", False),
+          "config.tasks.sequences_per_task > 1 cannot be combined with "
+          "tasks.bias_shared_projection; use one of them")
   require(0.0 <= t.permute_prob <= 1.0, f"config.tasks.permute_prob={t.permute_prob} must be in [0, 1]")
   for name in (d.dataset, *config.eval.datasets):
     require(name in offline.NAMES or name in offline.TFDS_NAMES,
@@ -113,8 +120,17 @@ def build(config, mesh) -> experiment_lib.Experiment:
     y = jnp.zeros((1, d.seq_len), jnp.int32)
     return model.init(key, x, y).get("params", {})  # The SGD learner has none.
 
+  per_task = t.get("sequences_per_task", 1)
+
   def sample_batch(key):
     k_ids, k_seq = jax.random.split(key)
+    if per_task > 1:  # The paper's grouping: G tasks × per_task sequences.
+      ids, biased = sampler.sample_task_ids(k_ids, config.train.batch_size // per_task,
+                                            t.num_tasks, t.bias_fraction,
+                                            t.get("bias_num_tasks", 1))
+      x, y = sampler.make_grouped_sequences(k_seq, ids, per_task, *pools["train"], d.seq_len,
+                                            pool_classes["train"], **task_kw)
+      return {"x": x, "y": y, "biased": jnp.repeat(biased, per_task)}
     ids, biased = sampler.sample_task_ids(k_ids, config.train.batch_size, t.num_tasks,
                                           t.bias_fraction, t.get("bias_num_tasks", 1))
     # Optional curriculum: biased sequences share task 0's projection and differ

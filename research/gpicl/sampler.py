@@ -103,6 +103,23 @@ def make_sequences(key, ids, x_pool, y_pool, seq_len: int, num_classes: int, *,
   return jax.vmap(one)(keys, ids, ids if proj_ids is None else proj_ids)
 
 
+def make_grouped_sequences(key, ids, per_task: int, x_pool, y_pool, seq_len: int,
+                           num_classes: int, *, task_seed=0, proj_std=None, bias_std=0.0,
+                           permute_prob=1.0):
+  """`per_task` sequences for each of the G ids (the paper's 16 tasks × 32
+  sequences per batch): each task's d×d projection is built once, not once per
+  sequence, which is what makes 32×32×3 inputs affordable. Returns [G·per_task, L, ·].
+  """
+  dim, groups = x_pool.shape[1], ids.shape[0]
+  tasks = jax.vmap(lambda i: task_from_id(task_seed, i, dim, num_classes, proj_std=proj_std,
+                                          bias_std=bias_std, permute_prob=permute_prob))(ids)
+  keys = jax.random.split(key, groups * per_task).reshape(groups, per_task)
+  x, y = jax.vmap(jax.vmap(lambda k: sample_examples(k, x_pool, y_pool, seq_len)))(keys)
+  x = jnp.einsum("gsld,gde->gsle", x, tasks.proj) + tasks.bias[:, None, None, :]
+  y = jax.vmap(lambda perm, labels: perm[labels])(tasks.perm, y)
+  return x.reshape(groups * per_task, seq_len, dim), y.reshape(groups * per_task, seq_len)
+
+
 def make_identity_sequences(key, batch: int, x_pool, y_pool, seq_len: int):
   """Unprojected, unpermuted sequences of the base data."""
   keys = jax.random.split(key, batch)

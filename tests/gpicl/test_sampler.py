@@ -82,3 +82,20 @@ def test_identity_task_is_unprojected():
   xi, yi = sampler.apply_task(sampler.identity_task(6, 10), x, y)
   np.testing.assert_allclose(xi, x)
   np.testing.assert_array_equal(yi, y)
+
+
+def test_grouped_sequences_share_one_task_per_group():
+  """The paper's 16 tasks × 32 sequences: every sequence of a group is the same task."""
+  x = jax.random.normal(jax.random.key(0), (300, 6))
+  y = jnp.arange(300) % 10
+  ids = jnp.array([3, 11])
+  xs, ys = sampler.make_grouped_sequences(jax.random.key(1), ids, 4, x, y, 20, 10)
+  assert xs.shape == (8, 20, 6) and ys.shape == (8, 20)
+  for g, task_id in enumerate([3, 11]):
+    task = sampler.task_from_id(0, task_id, 6, 10)
+    for s in range(4):
+      row = g * 4 + s
+      i = int(np.argmin(np.abs(np.asarray(x @ task.proj) - np.asarray(xs[row, 0])).sum(1)))
+      np.testing.assert_allclose(xs[row, 0], x[i] @ task.proj, rtol=1e-5, atol=1e-5)
+      assert int(ys[row, 0]) == int(task.perm[y[i]])
+  assert not np.allclose(xs[0], xs[1])  # Fresh examples for each sequence of a group.
