@@ -80,12 +80,12 @@ def test_sigterm_saves_and_exits_then_resumes(tmp_path, reference):
   _wait_for_step(w, 6, p)
   t0 = time.monotonic()
   p.send_signal(signal.SIGTERM)
-  _, err = p.communicate(timeout=60)
+  out, err = p.communicate(timeout=60)
   assert time.monotonic() - t0 < 30
-  assert p.returncode == 128 + signal.SIGTERM
-  assert "checkpoint saved" in (err + _) or True
+  assert p.returncode == 128 + signal.SIGTERM, err[-3000:]
+  assert "stopped by SIGTERM" in out and "checkpoint saved" in out
   stopped_at = ocp.CheckpointManager(os.path.join(w, "checkpoints")).latest_step()
-  assert 6 <= stopped_at < 40 and stopped_at % 4 != 0 or stopped_at >= 6
+  assert 6 <= stopped_at < 40  # Saved where it stopped, not only at the periodic steps.
   rc, _, err = _run(w, "--config.train.num_steps=40")
   assert rc == 0, err[-3000:]
   _assert_same_params(w, reference)
