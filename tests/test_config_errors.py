@@ -34,7 +34,6 @@ BAD = {
     "mesh_not_dividing": ({"mesh": (("data", -1), ("model", 3))}, "does not divide"),
     "rule_unknown_mesh_axis": ({"mesh": (("data", -1),), "sharding.rules": "tp"}, "mesh axis 'model'"),
     "batch_not_divisible": ({"train.batch_size": 12}, "divisible"),
-    "seq_longer_than_table": ({"model.max_len": 8} if False else {"data.seq_len": 12, "model.layout": "paper"}, None),
     "unknown_dataset": ({"data.dataset": "mnistt"}, "mnistt"),
     "unknown_eval_dataset": ({"eval.datasets": ("wine", "nope")}, "nope"),
     "unknown_model": ({"model.name": "gpt5"}, "config.model.name"),
@@ -52,7 +51,6 @@ BAD = {
     "input_dim_too_small": ({"data.input_dim": 32}, "input_dim"),
     "eval_sequences_zero": ({"eval.num_sequences": 0}, "eval.num_sequences"),
 }
-del BAD["seq_longer_than_table"]  # Covered below with an explicit max_len.
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
