@@ -29,18 +29,18 @@ def _train_step_bench(config_fn, name, repeats):
 
   config = config_fn()
   mesh = sharding.make_mesh(config.mesh)
-  exp, state, jitted = train.fresh_state_and_step(config, mesh)
+  exp, state, jitted, inputs = train.fresh_state_and_step(config, mesh)
   t0 = time.perf_counter()
-  compiled = jitted.lower(state).compile()
+  compiled = jitted.lower(state, *inputs(0)).compile()
   compile_s = time.perf_counter() - t0
   flops = flops_lib.compiled_flops(compiled)
   memory = flops_lib.compiled_memory(compiled)
-  state, _ = compiled(state)  # Warm-up.
+  state, _ = compiled(state, *inputs(0))  # Warm-up.
   jax.block_until_ready(state)
   times = []
-  for _ in range(repeats):
+  for i in range(repeats):
     t0 = time.perf_counter()
-    state, m = compiled(state)
+    state, m = compiled(state, *inputs(i + 1))
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
   times.sort()

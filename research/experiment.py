@@ -2,9 +2,20 @@
 
 An `Experiment` is a handful of pure functions. Batches are a pure function of a
 key, which the trainer derives from (seed, step): a resumed run sees exactly the
-batches an uninterrupted run would, with no iterator state to save. Data lives
-on device (GPICL's base sets, DKVB's frozen embeddings, MEND's token arrays are
-all small), so sampling happens inside the jitted step.
+batches an uninterrupted run would, with no iterator state to save.
+
+Two data pipelines, one per experiment:
+  device  `sample_batch(frozen, key)` runs inside the jitted step (the data pools
+          are small arrays in `frozen`): no host work at all per step.
+  host    `host_batch(key)` returns this process's rows of the global batch as
+          NumPy; the trainer assembles the global array with
+          `jax.make_array_from_process_local_data` and passes it to the step. This
+          is the multi-host path: each process loads only its own rows.
+
+`frozen` holds every array the step reads but never trains (a frozen LLM, data
+pools). It is an argument of the jitted step, so it is neither baked into the
+executable as constants nor donated, optimised or checkpointed; it keeps the
+shardings it was placed with (e.g. a frozen LLM sharded by the logical rules).
 """
 from __future__ import annotations
 
@@ -34,16 +45,23 @@ RUNNERS = {
 class Experiment:
   # key -> params, parameters boxed with logical axis names (nn.Partitioned).
   init_params: Callable[[jax.Array], Any]
-  # key -> global batch (a pytree whose leaves have a leading batch dimension).
-  sample_batch: Callable[[jax.Array], Any]
-  # (params, batch, key) -> (scalar loss, {name: scalar}) — differentiated w.r.t. params.
-  loss_fn: Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]]
+  # (frozen, key) -> global batch (a pytree whose leaves have a leading batch dim).
+  sample_batch: Callable[[Any, jax.Array], Any]
+  # (params, frozen, batch, key) -> (scalar loss, {name: scalar}); differentiated
+  # w.r.t. params only.
+  loss_fn: Callable[[Any, Any, Any, jax.Array], tuple[jax.Array, dict]]
   # (params, step) -> {name: scalar or list}; runs on every process, returns host values.
   evaluate: Callable[[Any, int], dict]
   # (params, workdir, final eval metrics) -> printable summary; writes figures (process 0).
   report: Callable[[Any, str, dict], str] | None = None
   # Free-form facts for the run log (state size, parameter count, ...).
   info: dict = dataclasses.field(default_factory=dict)
+  # Placed global arrays the step reads and never trains (see the module docstring).
+  frozen: Any = None
+  # key -> this process's rows of the global batch (NumPy), or None for the device
+  # pipeline. Same key as `sample_batch` gets; rows must not depend on the process
+  # count, so 1 and N processes train on the same global batch.
+  host_batch: Callable[[jax.Array], Any] | None = None
 
 
 def build(config, mesh) -> Experiment:

@@ -136,6 +136,29 @@ def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
   return NamedSharding(mesh, P(target))
 
 
+def process_rows(batch_sharding: NamedSharding, global_batch: int) -> tuple[int, int]:
+  """[start, stop) of the global batch rows held by this process's devices."""
+  index = batch_sharding.addressable_devices_indices_map((global_batch,))
+  starts = [idx[0].start or 0 for idx in index.values()]
+  stops = [global_batch if idx[0].stop is None else idx[0].stop for idx in index.values()]
+  start, stop = min(starts), max(stops)
+  held = sum(b - a for a, b in {(a, b) for a, b in zip(starts, stops)})
+  if held != stop - start:  # make_array_from_process_local_data needs one block.
+    raise ShardingError(f"this process's devices hold non-contiguous batch rows "
+                        f"{sorted(set(zip(starts, stops)))}; order the mesh devices by process")
+  return start, stop
+
+
+def put_boxed(tree: Any, rules, mesh: Mesh) -> Any:
+  """A host tree whose leaves may be `nn.Partitioned` (identical on every process) as
+  global arrays sharded by the logical rules: e.g. a frozen LLM, FSDP-sharded."""
+  shardings = tree_shardings(tree, rules, mesh)
+  def put(x, s):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
+  return jax.tree.map(put, nn.unbox(tree), shardings)
+
+
 def batch_axis_size(mesh: Mesh, rules) -> int:
   target = _mesh_axes("batch", rules, mesh, "batch")
   axes = () if target is None else (target if isinstance(target, tuple) else (target,))

@@ -7,7 +7,9 @@ the loop (logging, evaluation, checkpoints, preemption), the final report.
 
 Every batch is a pure function of (config.seed, step), the state holds the step,
 and the checkpoint holds the state: stopping and resuming gives bit-identical
-parameters on CPU.
+parameters on CPU. Batches are sampled inside the step (device pipeline) or built
+by each process from its own rows (host pipeline, `jax.make_array_from_process_local_data`);
+see `research/experiment.py`.
 """
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # --------------------------------------------------------------------------
   exp = experiment_lib.build(config, mesh)
   tx = optim.make_optimizer(config)
+  frozen = {} if exp.frozen is None else exp.frozen  # Step inputs that never train.
 
   # --------------------------------------------------------------------------
   # Train state: shapes and shardings from eval_shape, so no host ever holds a
@@ -74,6 +77,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # --------------------------------------------------------------------------
   root_key = jax.random.key(config.seed)
   init_key, train_key = jax.random.split(root_key)
+  host_rows = host_batch_fn(exp, train_key, mesh, rules, config.train.batch_size)
 
   init_state = new_state_fn(exp, tx)
 
@@ -103,7 +107,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # --------------------------------------------------------------------------
   step_fn = jit_train_step(exp, tx, train_key, mesh, rules, state_sharding,
                            config.train.grad_accum_steps)
-  compiled = step_fn.lower(state).compile()
+  compiled = step_fn.lower(state, frozen, host_rows(start_step)).compile()
   flops_per_step = flops_lib.compiled_flops(compiled)
   peak = config.peak_flops or flops_lib.matmul_peak(n=1536, repeats=3)
   info = dict(exp.info, flops_per_step=flops_per_step, peak_flops_per_device=peak,
@@ -130,7 +134,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   try:
     for step in range(start_step + 1, num_steps + 1):
-      state, train_metrics = compiled(state)
+      state, train_metrics = compiled(state, frozen, host_rows(step - 1))
       is_last = step == num_steps
       if step % config.train.log_every == 0 or is_last:
         m = sharding.to_host(train_metrics)
@@ -197,15 +201,47 @@ def new_state_fn(exp: experiment_lib.Experiment, tx):
 
 
 def jit_train_step(exp, tx, train_key, mesh, rules, state_sharding, accum: int = 1):
-  """The train step jitted with explicit in/out shardings and the state donated."""
-  step = make_train_step(exp, tx, train_key, sharding.batch_sharding(mesh, rules), accum)
-  return jax.jit(step, in_shardings=(state_sharding,),
+  """`step(state, frozen, batch) -> (state, metrics)` jitted with explicit shardings
+  and the state donated; `batch` is None for the device pipeline. `frozen` keeps the
+  shardings it was placed with."""
+  batch_sharding = sharding.batch_sharding(mesh, rules)
+  step = make_train_step(exp, tx, train_key, batch_sharding, accum)
+  frozen_sharding = jax.tree.map(lambda x: x.sharding, exp.frozen or {})
+  host = exp.host_batch is not None
+  return jax.jit(step, in_shardings=(state_sharding, frozen_sharding,
+                                     batch_sharding if host else None),
                  out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
 
 
+def batch_key(train_key, step):
+  """The key a batch is sampled from, at state step `step` (both pipelines)."""
+  return jax.random.split(jax.random.fold_in(train_key, step))[0]
+
+
+def host_batch_fn(exp, train_key, mesh, rules, global_batch: int):
+  """step -> the global batch of the host pipeline (None for the device pipeline).
+
+  Each process asks the experiment for the rows its own devices hold and
+  `jax.make_array_from_process_local_data` assembles the global array; no process
+  ever builds another's rows.
+  """
+  if exp.host_batch is None:
+    return lambda step: None
+  batch_sharding = sharding.batch_sharding(mesh, rules)
+  start, stop = sharding.process_rows(batch_sharding, global_batch)
+
+  def rows(step):
+    local = exp.host_batch(batch_key(train_key, step), start, stop)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(
+            batch_sharding, x, (global_batch, *x.shape[1:])), local)
+  return rows
+
+
 def fresh_state_and_step(config, mesh):
-  """(experiment, initial sharded state, jitted step) for a config on a mesh — the
-  trainer's own pieces, for benchmarks and sharding tests."""
+  """(experiment, initial sharded state, jitted step, inputs) for a config on a mesh:
+  the trainer's own pieces, for benchmarks and sharding tests. Step i runs as
+  `state, metrics = step(state, *inputs(i))`."""
   rules = sharding.rules_from_config(config.sharding.rules)
   exp = experiment_lib.build(config, mesh)
   tx = optim.make_optimizer(config)
@@ -215,24 +251,28 @@ def fresh_state_and_step(config, mesh):
   state = jax.jit(lambda k: nn.unbox(init_state(k)), out_shardings=state_sharding)(init_key)
   step = jit_train_step(exp, tx, train_key, mesh, rules, state_sharding,
                         config.train.grad_accum_steps)
-  return exp, state, step
+  rows = host_batch_fn(exp, train_key, mesh, rules, config.train.batch_size)
+  frozen = {} if exp.frozen is None else exp.frozen
+  return exp, state, step, lambda i: (frozen, rows(i))
 
 
 def make_train_step(exp: experiment_lib.Experiment, tx, train_key, batch_sharding, accum: int = 1):
   """The train step as a pure function of the state (jit it with shardings).
 
-  The batch is sampled inside the step from fold_in(train_key, step). A step whose
+  The batch is sampled inside the step from `batch_key(train_key, step)`, or
+  arrives as an argument built from that key (host pipeline). A step whose
   loss or gradient is not finite leaves params and optimizer state unchanged and
   is counted in the state.
   """
 
-  def grads_of(params, key):
+  def grads_of(params, frozen, batch, key):
     k_batch, k_loss = jax.random.split(key)
-    batch = exp.sample_batch(k_batch)
+    if batch is None:  # Device pipeline: sample inside the step.
+      batch = exp.sample_batch(frozen, k_batch)
     batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
     grad_fn = jax.value_and_grad(exp.loss_fn, has_aux=True)
     if accum == 1:
-      (_, metrics), grads = grad_fn(params, batch, k_loss)
+      (_, metrics), grads = grad_fn(params, frozen, batch, k_loss)
       return grads, metrics
     # Gradient accumulation: the same global batch in `accum` sequential slices.
     micro = jax.tree.map(lambda x: x.reshape(accum, -1, *x.shape[1:]), batch)
@@ -240,18 +280,18 @@ def make_train_step(exp: experiment_lib.Experiment, tx, train_key, batch_shardin
     def body(carry, xs):
       mb, k = xs
       mb = jax.lax.with_sharding_constraint(mb, batch_sharding)
-      (_, m), g = grad_fn(params, mb, k)
+      (_, m), g = grad_fn(params, frozen, mb, k)
       return jax.tree.map(jnp.add, carry, (g, m)), None
 
     (_, m_shape), g_shape = jax.eval_shape(
-        grad_fn, params, jax.tree.map(lambda x: x[0], micro), k_loss)
+        grad_fn, params, frozen, jax.tree.map(lambda x: x[0], micro), k_loss)
     zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), (g_shape, m_shape))
     (grads, metrics), _ = jax.lax.scan(body, zeros, (micro, jax.random.split(k_loss, accum)))
     return jax.tree.map(lambda x: x / accum, (grads, metrics))
 
-  def train_step(state):
+  def train_step(state, frozen, batch=None):
     key = jax.random.fold_in(train_key, state["step"])
-    grads, metrics = grads_of(state["params"], key)
+    grads, metrics = grads_of(state["params"], frozen, batch, key)
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(grad_norm) & jnp.all(jnp.stack(
         [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))

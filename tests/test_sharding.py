@@ -31,10 +31,10 @@ def _config(learner, rules, mesh):
 
 def _losses(config, devices, steps=3):
   mesh = sharding.make_mesh(config.mesh, devices=devices)
-  _, state, step = train.fresh_state_and_step(config, mesh)
+  _, state, step, inputs = train.fresh_state_and_step(config, mesh)
   out = []
-  for _ in range(steps):
-    state, m = step(state)
+  for i in range(steps):
+    state, m = step(state, *inputs(i))
     out.append(float(sharding.to_host(m["loss"])))
   return out, state
 

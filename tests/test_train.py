@@ -78,9 +78,10 @@ def test_train_step_traces_once():
            "nonfinite_total": np.int32(0), "nonfinite_run": np.int32(0)}
   rep = sharding.replicated(mesh)
   state = jax.device_put(state, rep)
-  jitted = jax.jit(step, in_shardings=(rep,), out_shardings=(rep, rep), donate_argnums=0)
+  frozen = jax.device_put(exp.frozen or {}, rep)
+  jitted = jax.jit(step, in_shardings=(rep, rep), out_shardings=(rep, rep), donate_argnums=0)
   for _ in range(3):
-    state, m = jitted(state)
+    state, m = jitted(state, frozen)
   assert int(state["step"]) == 3 and np.isfinite(float(m["loss"]))
 
 
@@ -100,7 +101,7 @@ def test_nonfinite_steps_are_skipped_then_halt(tmp_path):
   c = tiny(**{"train.num_steps": 6, "train.max_nonfinite_steps": 3})
   mesh = sharding.make_mesh(c.mesh)
   exp = experiment_lib.build(c, mesh)
-  bad_loss = lambda p, b, k: (lambda l, m: (l * np.nan, m))(*exp.loss_fn(p, b, k))
+  bad_loss = lambda p, f, b, k: (lambda l, m: (l * np.nan, m))(*exp.loss_fn(p, f, b, k))
   import dataclasses
   poisoned = dataclasses.replace(exp, loss_fn=bad_loss)
   orig = experiment_lib.build
@@ -141,3 +142,25 @@ def test_one_device_eight_devices_and_two_processes_agree(tmp_path):
   assert len(ref) == 3
   for other in ("eight", "two"):
     np.testing.assert_allclose(losses(str(tmp_path / other)), ref, rtol=1e-5, err_msg=other)
+
+
+@pytest.mark.slow
+def test_host_pipeline_one_and_two_processes_agree(tmp_path):
+  """Host pipeline: each process builds only its rows (make_array_from_process_local_data);
+  the global batch, hence the losses, do not depend on the process count."""
+  common = ["--config", "experiments/gpicl/digits.py:tiny", "--config.train.progress=False",
+            "--config.data.pipeline=host", "--config.tasks.sequences_per_task=2"]
+  one = _run_cli(["launch.main", *common, "--workdir", str(tmp_path / "one"),
+                  "--local_devices=1"])
+  assert one.returncode == 0, one.stderr[-3000:]
+  two = _run_cli(["launch.local", "--num_processes=2", "--local_devices=1", "--timeout=400", "--",
+                  *common, "--workdir", str(tmp_path / "two")])
+  assert two.returncode == 0, two.stderr[-3000:]
+  ref = losses(str(tmp_path / "one"))
+  assert len(ref) == 3 and np.all(np.isfinite(ref))
+  np.testing.assert_allclose(losses(str(tmp_path / "two")), ref, rtol=1e-5)
+  # Not the device pipeline's stream: the batches really came from the host path.
+  dev = _run_cli(["launch.main", *common[:-2], "--config.tasks.sequences_per_task=2",
+                  "--workdir", str(tmp_path / "dev"), "--local_devices=1"])
+  assert dev.returncode == 0, dev.stderr[-3000:]
+  assert losses(str(tmp_path / "dev")) != ref

@@ -45,7 +45,10 @@ def get_config(arg=None):
   c.peak_flops = config_dict.placeholder(float)  # FLOP/s per device for MFU; None = measure.
 
   c.data = ml_collections.ConfigDict(dict(
-      dataset="digits", input_dim=64, num_classes=10, seq_len=32, split_seed=0))
+      dataset="digits", input_dim=64, num_classes=10, seq_len=32, split_seed=0,
+      # "device": batches sampled inside the jitted step; "host": each process builds
+      # its own rows (jax.make_array_from_process_local_data), the multi-host path.
+      pipeline="device"))
   c.tasks = ml_collections.ConfigDict(dict(
       num_tasks=a.num_tasks,        # Size of the task-id pool (2^0 … 2^25).
       task_seed=0,
@@ -53,6 +56,7 @@ def get_config(arg=None):
       bias_std=0.0,
       permute_prob=1.0,             # Every task permutes its labels.
       bias_fraction=0.0,            # Fraction of each batch on task 0 (plateau intervention).
+      sequences_per_task=1,         # Sequences per sampled task (the paper: 512 = 16 × 32).
   ))
   c.model = learners.learner_config(a.learner, "tiny" if a.tiny else "small", a.layout)
   c.optimizer = ml_collections.ConfigDict(dict(

@@ -43,7 +43,10 @@ def get_config(arg=None, *, input_dim=196):
   c.seed = a.seed
   c.peak_flops = config_dict.placeholder(float)
   c.data = ml_collections.ConfigDict(dict(
-      dataset="tfds:mnist", input_dim=input_dim, num_classes=10, seq_len=100, split_seed=0))
+      dataset="tfds:mnist", input_dim=input_dim, num_classes=10, seq_len=100, split_seed=0,
+      # "device": batches sampled inside the jitted step; "host": each process builds
+      # its own rows (jax.make_array_from_process_local_data), the multi-host path.
+      pipeline="device"))
   c.tasks = ml_collections.ConfigDict(dict(
       num_tasks=a.num_tasks, task_seed=0, proj_std=config_dict.placeholder(float),
       bias_std=0.0, permute_prob=1.0, bias_fraction=0.0,

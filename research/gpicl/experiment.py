@@ -79,6 +79,9 @@ def validate(config) -> None:
   require(per_task == 1 or not t.get("bias_shared_projection", False),
           "config.tasks.sequences_per_task > 1 cannot be combined with "
           "tasks.bias_shared_projection; use one of them")
+  require(d.get("pipeline", "device") in ("device", "host"),
+          f"config.data.pipeline={d.get('pipeline')!r}; use 'device' (sample inside the step) "
+          f"or 'host' (each process builds its rows)")
   require(0.0 <= t.permute_prob <= 1.0, f"config.tasks.permute_prob={t.permute_prob} must be in [0, 1]")
   for name in (d.dataset, *config.eval.datasets):
     require(name in offline.NAMES or name in offline.TFDS_NAMES,
@@ -104,12 +107,14 @@ def build(config, mesh) -> experiment_lib.Experiment:
   validate(config)
   d, t = config.data, config.tasks
   num_classes = d.num_classes
+  pipeline = d.get("pipeline", "device")
   pools_np, pool_classes = _pools(config)
   if pool_classes["train"] > num_classes:
     raise ValueError(f"data.num_classes={num_classes} < {pool_classes['train']} classes of "
                      f"{d.dataset}; raise data.num_classes")
+  # Data pools enter the jitted functions as arguments (`frozen`), not as constants.
   pools = {k: (sharding.put_replicated(x, mesh), sharding.put_replicated(y, mesh))
-           for k, (x, y) in pools_np.items()}
+           for k, (x, y) in pools_np.items() if k != "train" or pipeline == "device"}
   model = learners.make_learner(config.model, num_classes=num_classes, seq_len=d.seq_len,
                                  input_dim=d.input_dim)
   task_kw = dict(task_seed=t.task_seed, proj_std=t.proj_std, bias_std=t.bias_std,
@@ -122,26 +127,51 @@ def build(config, mesh) -> experiment_lib.Experiment:
 
   per_task = t.get("sequences_per_task", 1)
 
-  def sample_batch(key):
+  def sample_n(train_pool, key, n):
+    """n training sequences (n/per_task tasks) from `key`."""
     k_ids, k_seq = jax.random.split(key)
     if per_task > 1:  # The paper's grouping: G tasks × per_task sequences.
-      ids, biased = sampler.sample_task_ids(k_ids, config.train.batch_size // per_task,
-                                            t.num_tasks, t.bias_fraction,
+      ids, biased = sampler.sample_task_ids(k_ids, n // per_task, t.num_tasks, t.bias_fraction,
                                             t.get("bias_num_tasks", 1))
-      x, y = sampler.make_grouped_sequences(k_seq, ids, per_task, *pools["train"], d.seq_len,
+      x, y = sampler.make_grouped_sequences(k_seq, ids, per_task, *train_pool, d.seq_len,
                                             pool_classes["train"], **task_kw)
       return {"x": x, "y": y, "biased": jnp.repeat(biased, per_task)}
-    ids, biased = sampler.sample_task_ids(k_ids, config.train.batch_size, t.num_tasks,
-                                          t.bias_fraction, t.get("bias_num_tasks", 1))
+    ids, biased = sampler.sample_task_ids(k_ids, n, t.num_tasks, t.bias_fraction,
+                                          t.get("bias_num_tasks", 1))
     # Optional curriculum: biased sequences share task 0's projection and differ
     # only in their label permutation, so only the context identifies them.
     proj_ids = jnp.where(biased, 0, ids) if t.get("bias_shared_projection", False) else None
-    x, y = sampler.make_sequences(k_seq, ids, *pools["train"], d.seq_len,
+    x, y = sampler.make_sequences(k_seq, ids, *train_pool, d.seq_len,
                                   pool_classes["train"], proj_ids=proj_ids, **task_kw)
     return {"x": x, "y": y, "biased": biased}
 
-  def loss_fn(params, batch, key):
-    del key  # Deterministic learners; dropout would use it.
+  def sample_batch(frozen, key):
+    return sample_n(frozen["train"], key, config.train.batch_size)
+
+  host_batch = None
+  if pipeline == "host":
+    # Each process samples its own rows on its host CPU, in blocks of one task
+    # group keyed by the block's index: the global batch does not depend on how
+    # many processes share it.
+    cpu = jax.local_devices(backend="cpu")[0]
+    host_pool = jax.device_put(pools_np["train"], cpu)
+
+    @jax.jit
+    def sample_blocks(key, blocks, pool):
+      out = jax.vmap(lambda b: sample_n(pool, jax.random.fold_in(key, b), per_task))(blocks)
+      return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), out)
+
+    def host_batch(key, start, stop):
+      if start % per_task or stop % per_task:
+        raise ValueError(f"this process holds batch rows [{start}, {stop}), which split a group "
+                         f"of tasks.sequences_per_task={per_task}; use a batch of whole groups "
+                         f"per process")
+      blocks = np.arange(start // per_task, stop // per_task, dtype=np.int32)
+      rows = sample_blocks(jax.device_put(key, cpu), jax.device_put(blocks, cpu), host_pool)
+      return jax.tree.map(np.asarray, rows)
+
+  def loss_fn(params, frozen, batch, key):
+    del frozen, key  # Deterministic learners; dropout would use the key.
     logits = model.apply({"params": params}, batch["x"], batch["y"])
     ce, acc = per_position_metrics(logits, batch["y"])
     # With a biased distribution the total loss drops to (1-bias)·ln C once task 0
@@ -165,7 +195,7 @@ def build(config, mesh) -> experiment_lib.Experiment:
     return acc.mean(0), ce.mean(0)
 
   @functools.partial(jax.jit, out_shardings=replicated)
-  def eval_all(params):
+  def eval_all(params, pools):
     key = jax.random.key(config.eval.seed)
     out = {}
     k_seen, k_unseen, k_id, k_seq, k_other = jax.random.split(key, 5)
@@ -185,6 +215,7 @@ def build(config, mesh) -> experiment_lib.Experiment:
       out[name] = _curve(params, x, y)
     return out
 
+  eval_pools = {k: v for k, v in pools.items() if k != "train"}
   eval_sets = ["seen", "unseen", "identity", *config.eval.datasets]
   chance = {"seen": 1 / pool_classes["test"], "unseen": 1 / pool_classes["test"],
             "identity": 1 / pool_classes["test"],
@@ -192,7 +223,7 @@ def build(config, mesh) -> experiment_lib.Experiment:
 
   def evaluate(params, step):
     del step
-    curves = sharding.to_host(eval_all(params))
+    curves = sharding.to_host(eval_all(params, eval_pools))
     metrics = {}
     for name in eval_sets:
       acc, ce = curves[name]
@@ -226,7 +257,9 @@ def build(config, mesh) -> experiment_lib.Experiment:
       jax.eval_shape(init_params, jax.random.key(0))))
   info = {"num_params": n_params, "state_size": model.state_size(d.seq_len),
           "layout": config.model.get("layout", "paper")}
-  return experiment_lib.Experiment(init_params, sample_batch, loss_fn, evaluate, report, info)
+  frozen = {"train": pools["train"]} if pipeline == "device" else {}
+  return experiment_lib.Experiment(init_params, sample_batch, loss_fn, evaluate, report, info,
+                                   frozen=frozen, host_batch=host_batch)
 
 
 def icl_table(metrics, sets, seq_len, chance) -> str:

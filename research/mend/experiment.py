@@ -9,7 +9,8 @@
                                   (`loss.kl_weight = 0` is the HyperTuning-style ablation).
 
 Only the distiller's parameters are trainable (`init_params`); the frozen LLM's
-parameters are closed over by the loss and never reach the optimizer. Stage 2 starts
+parameters are a `frozen` input of the step (placed once, sharded by the same
+logical rules as everything else) and never reach the optimizer. Stage 2 starts
 from a stage-1 workdir (`config.init_from`, its newest checkpoint restored with orbax)
 or from scratch ("" = MEND without stage 1).
 
@@ -149,28 +150,25 @@ def stage2_data(config, tok):
 
 
 def _device_pool(pool, mesh):
-  out = {k: sharding.put_replicated(v, mesh) for k, v in pool.items()}
-  if "count" in pool:
-    out["max_count"] = int(pool["count"].max())
-  return out
+  return {k: sharding.put_replicated(v, mesh) for k, v in pool.items()}
+
+
+def place_llm(lm: llm.CausalLM, lm_params, config, mesh):
+  """The frozen LLM's parameters as global arrays sharded by `config.sharding.rules`
+  (its logical axes come from the model's own init, so FSDP/TP shard it too)."""
+  boxed = jax.eval_shape(lambda: lm.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32)))
+  if jax.tree.structure(nn.unbox(boxed)) != jax.tree.structure(lm_params):
+    raise ValueError("the loaded LLM parameters do not match the model's structure; "
+                     "check config.model against the checkpoint")
+  rules = sharding.rules_from_config(config.sharding.rules)
+  values = jax.tree.map(lambda b, v: b.replace_boxed(v) if isinstance(b, nn.Partitioned) else v,
+                        boxed, lm_params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  return sharding.put_boxed(values, rules, mesh)
 
 
 # --------------------------------------------------------------------------------------
 # The experiment.
 # --------------------------------------------------------------------------------------
-
-def _hoist_large_constants(lm_params, limit_bytes: int = 64 << 20) -> None:
-  """The frozen LLM is closed over by the loss (the trainer's state holds only what it
-  optimises), so XLA may see its weights as constants and constant-fold them (seen:
-  a 3 s fold of SmolLM2's 49152×576 tied head in a stage-2 run started without
-  JAX_USE_SIMPLIFIED_JAXPR_CONSTANTS=True; none in stage-1 runs started with it).
-  This switches the same JAX mode on for large LLMs before anything is traced; its
-  effect was not verified separately. A trainer hook for frozen inputs would be the
-  proper fix."""
-  size = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(lm_params))
-  if size > limit_bytes and not jax.config.jax_use_simplified_jaxpr_constants:
-    jax.config.update("jax_use_simplified_jaxpr_constants", True)
-
 
 def validate(config) -> None:
   require = config_lib.require
@@ -198,9 +196,8 @@ def validate(config) -> None:
 def build(config, mesh) -> experiment_lib.Experiment:
   validate(config)
   stage = STAGES[config.task]
-  lm, lm_params, tok = load_llm(config)
-  lm_params = jax.device_put(lm_params, sharding.replicated(mesh))
-  _hoist_large_constants(lm_params)
+  lm, lm_params_host, tok = load_llm(config)
+  lm_params = place_llm(lm, lm_params_host, config, mesh)
   distiller = make_distiller(config, lm.config)
   bs = config.train.batch_size
 
@@ -209,11 +206,15 @@ def build(config, mesh) -> experiment_lib.Experiment:
     train, val = _device_pool(train_np, mesh), _device_pool(val_np, mesh)
     sample = lambda key, pool, n: mend_data.sample_rows(key, pool, n)
     td = train_np["demo_ids"].shape[1]
+    max_count = None
   else:
     train_np, val_np, data_info = stage2_data(config, tok)
     train, val = _device_pool(train_np, mesh), _device_pool(val_np, mesh)
     td = config.data.max_length - config.data.max_row_tokens
-    sample = lambda key, pool, n: mend_data.sample_episodes(key, pool, n, config.data.k, td)
+    # Static: the episode sampler's slot range (a Python int, not a step input).
+    max_count = int(max(train_np["count"].max(), val_np["count"].max()))
+    sample = lambda key, pool, n: mend_data.sample_episodes(
+        key, dict(pool, max_count=max_count), n, config.data.k, td)
 
   restored = None
   if stage == 2 and config.init_from:
@@ -225,31 +226,31 @@ def build(config, mesh) -> experiment_lib.Experiment:
     if restored is not None:
       return replace_values(params, restored)
     if config.distiller.init == "llm":
-      return distiller_lib.init_from_llm(params, lm_params, config.distiller.num_layers)
+      return distiller_lib.init_from_llm(params, lm_params_host, config.distiller.num_layers)
     return params
 
-  def sample_batch(key):
-    return sample(key, train, bs)
+  def sample_batch(frozen, key):
+    return sample(key, frozen["train"], bs)
 
   loss_kw = dict(ce_weight=config.loss.ce_weight, kl_weight=config.loss.kl_weight)
 
-  def loss_fn(params, batch, key):
+  def loss_fn(params, frozen, batch, key):
     del key
-    return losses.mend_loss(distiller, params, lm, lm_params, batch, **loss_kw)
+    return losses.mend_loss(distiller, params, lm, frozen["lm"], batch, **loss_kw)
 
   # Validation: fixed keys, held-out documents / meta-train rows; KL and CE both reported.
   eval_kw = dict(ce_weight=1.0, kl_weight=1.0)
 
   @functools.partial(jax.jit, out_shardings=sharding.replicated(mesh))
-  def eval_batch(params, key):
-    batch = sample(key, val, config.eval.batch_size)
-    _, m = losses.mend_loss(distiller, params, lm, lm_params, batch, **eval_kw)
+  def eval_batch(params, frozen_lm, pool, key):
+    batch = sample(key, pool, config.eval.batch_size)
+    _, m = losses.mend_loss(distiller, params, lm, frozen_lm, batch, **eval_kw)
     return m
 
   def evaluate(params, step):
     del step
     keys = jax.random.split(jax.random.key(config.eval.seed), config.eval.num_batches)
-    ms = [sharding.to_host(eval_batch(params, k)) for k in keys]
+    ms = [sharding.to_host(eval_batch(params, lm_params, val, k)) for k in keys]
     return {f"val_{k}": float(np.mean([m[k] for m in ms])) for k in ms[0]}
 
   def report(params, workdir, final):
@@ -267,7 +268,7 @@ def build(config, mesh) -> experiment_lib.Experiment:
           **{k: v for k, v in data_info.items() if k != "root"}}
   return experiment_lib.Experiment(init_params=init_params, sample_batch=sample_batch,
                                    loss_fn=loss_fn, evaluate=evaluate, report=report,
-                                   info=info)
+                                   info=info, frozen={"lm": lm_params, "train": train})
 
 
 def read_run_config(workdir: str) -> dict:
