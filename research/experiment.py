@@ -5,9 +5,9 @@ key, which the trainer derives from (seed, step): a resumed run sees exactly the
 batches an uninterrupted run would, with no iterator state to save.
 
 Two data pipelines, one per experiment:
-  device  `sample_batch(frozen, key)` runs inside the jitted step (the data pools
+  device  `sample_batch(frozen, key, step)` runs inside the jitted step (the data pools
           are small arrays in `frozen`): no host work at all per step.
-  host    `host_batch(key)` returns this process's rows of the global batch as
+  host    `host_batch(key, start, stop, step)` returns this process's rows of the global batch as
           NumPy; the trainer assembles the global array with
           `jax.make_array_from_process_local_data` and passes it to the step. This
           is the multi-host path: each process loads only its own rows.
@@ -45,8 +45,9 @@ RUNNERS = {
 class Experiment:
   # key -> params, parameters boxed with logical axis names (nn.Partitioned).
   init_params: Callable[[jax.Array], Any]
-  # (frozen, key) -> global batch (a pytree whose leaves have a leading batch dim).
-  sample_batch: Callable[[Any, jax.Array], Any]
+  # (frozen, key, step) -> global batch (a pytree whose leaves have a leading batch
+  # dim); `step` (traced int32) lets a curriculum change the data over training.
+  sample_batch: Callable[[Any, jax.Array, jax.Array], Any]
   # (params, frozen, batch, key) -> (scalar loss, {name: scalar}); differentiated
   # w.r.t. params only.
   loss_fn: Callable[[Any, Any, Any, jax.Array], tuple[jax.Array, dict]]
@@ -58,10 +59,10 @@ class Experiment:
   info: dict = dataclasses.field(default_factory=dict)
   # Placed global arrays the step reads and never trains (see the module docstring).
   frozen: Any = None
-  # key -> this process's rows of the global batch (NumPy), or None for the device
-  # pipeline. Same key as `sample_batch` gets; rows must not depend on the process
-  # count, so 1 and N processes train on the same global batch.
-  host_batch: Callable[[jax.Array], Any] | None = None
+  # (key, start, stop, step) -> rows [start, stop) of the global batch (NumPy), or
+  # None for the device pipeline. Same key and step as `sample_batch` gets; rows must
+  # not depend on the process count, so 1 and N processes train on the same batch.
+  host_batch: Callable[[jax.Array, int, int, int], Any] | None = None
 
 
 def build(config, mesh) -> Experiment:

@@ -231,7 +231,7 @@ def host_batch_fn(exp, train_key, mesh, rules, global_batch: int):
   start, stop = sharding.process_rows(batch_sharding, global_batch)
 
   def rows(step):
-    local = exp.host_batch(batch_key(train_key, step), start, stop)
+    local = exp.host_batch(batch_key(train_key, step), start, stop, step)
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(
             batch_sharding, x, (global_batch, *x.shape[1:])), local)
@@ -265,10 +265,10 @@ def make_train_step(exp: experiment_lib.Experiment, tx, train_key, batch_shardin
   is counted in the state.
   """
 
-  def grads_of(params, frozen, batch, key):
+  def grads_of(params, frozen, batch, key, step):
     k_batch, k_loss = jax.random.split(key)
     if batch is None:  # Device pipeline: sample inside the step.
-      batch = exp.sample_batch(frozen, k_batch)
+      batch = exp.sample_batch(frozen, k_batch, step)
     batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
     grad_fn = jax.value_and_grad(exp.loss_fn, has_aux=True)
     if accum == 1:
@@ -291,7 +291,7 @@ def make_train_step(exp: experiment_lib.Experiment, tx, train_key, batch_shardin
 
   def train_step(state, frozen, batch=None):
     key = jax.random.fold_in(train_key, state["step"])
-    grads, metrics = grads_of(state["params"], frozen, batch, key)
+    grads, metrics = grads_of(state["params"], frozen, batch, key, state["step"])
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(grad_norm) & jnp.all(jnp.stack(
         [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))

@@ -145,7 +145,8 @@ def build(config, mesh) -> experiment_lib.Experiment:
                                   pool_classes["train"], proj_ids=proj_ids, **task_kw)
     return {"x": x, "y": y, "biased": biased}
 
-  def sample_batch(frozen, key):
+  def sample_batch(frozen, key, step):
+    del step  # No curriculum.
     return sample_n(frozen["train"], key, config.train.batch_size)
 
   host_batch = None
@@ -161,7 +162,8 @@ def build(config, mesh) -> experiment_lib.Experiment:
       out = jax.vmap(lambda b: sample_n(pool, jax.random.fold_in(key, b), per_task))(blocks)
       return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), out)
 
-    def host_batch(key, start, stop):
+    def host_batch(key, start, stop, step):
+      del step
       if start % per_task or stop % per_task:
         raise ValueError(f"this process holds batch rows [{start}, {stop}), which split a group "
                          f"of tasks.sequences_per_task={per_task}; use a batch of whole groups "

@@ -229,7 +229,8 @@ def build(config, mesh) -> experiment_lib.Experiment:
       return distiller_lib.init_from_llm(params, lm_params_host, config.distiller.num_layers)
     return params
 
-  def sample_batch(frozen, key):
+  def sample_batch(frozen, key, step):
+    del step
     return sample(key, frozen["train"], bs)
 
   loss_kw = dict(ce_weight=config.loss.ce_weight, kl_weight=config.loss.kl_weight)
