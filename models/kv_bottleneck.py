@@ -14,9 +14,11 @@ they live in the `keys` variable collection, so an optimizer built on
 `variables["params"]` never sees them. Only values (and an optional learned
 decoder or projection) train.
 
-The nearest-key search is chunked over keys (`lax.scan` with a running top-k),
-so the paper's full size (256 heads × 4096 keys × 14 dims, batch 256) needs
-memory B×C×chunk rather than B×C×J.
+The nearest-key search is chunked over keys (a loop with a running best), so
+the paper's full size (256 heads × 4096 keys × 14 dims, batch 256) needs memory
+B×C×chunk rather than B×C×J. The top-1 search (every lookup and every EMA
+key-init step) also loops over groups of heads, so that each distance tile
+stays in cache; see `nearest_keys`.
 """
 from __future__ import annotations
 
@@ -57,6 +59,16 @@ def split_heads(x: Array, projection: Array | None, mode: str, num_heads: int,
   raise ValueError(f"unknown projection mode {mode!r}")
 
 
+# Bytes of one distance tile (batch × heads × keys, float32) of the top-1 search.
+# On CPU a tile that fits in L2/L3 is written once and read from cache by the
+# min and index passes; the untiled search wrote and re-read B×C×J floats (1 GiB
+# per step at the paper's size) through main memory and was 2-3x slower
+# (`research/dkvb/bench.py`). Accelerators prefer few large tiles.
+CPU_TILE_BYTES = 4 << 20
+ACCELERATOR_TILE_BYTES = 1 << 30
+SUB_BLOCK = 16  # Keys per block of the two-level argmin in `_top1_tile`.
+
+
 def _chunk_topk(q: Array, keys_chunk: Array, valid: Array | None, k: int):
   """Top-k smallest squared distances of head-major q (C, B, d) to keys (C, j, d).
 
@@ -67,19 +79,102 @@ def _chunk_topk(q: Array, keys_chunk: Array, valid: Array | None, k: int):
         + jnp.sum(keys_chunk * keys_chunk, -1)[:, None, :])
   if valid is not None:
     d2 = jnp.where(valid[:, None, :], d2, jnp.inf)
-  if k == 1:
-    # min + first matching index: the same result as argmin, but XLA:CPU's
-    # variadic argmin reduction was ~10x slower than this on the full-size lookup.
-    best = jnp.min(d2, axis=-1, keepdims=True)
-    iota = jax.lax.broadcasted_iota(jnp.int32, d2.shape, 2)
-    idx = jnp.min(jnp.where(d2 == best, iota, d2.shape[-1]), axis=-1, keepdims=True)
-    return best, jnp.minimum(idx, d2.shape[-1] - 1)
   neg, idx = jax.lax.top_k(-d2, k)
   return -neg, idx
 
 
+def _top1_tile(q_aug: Array, keys_chunk: Array, valid: Array | None) -> tuple[Array, Array]:
+  """Nearest key of a tile: q_aug (h, B, d+1) = [q, 1], keys (h, j, d), j % SUB_BLOCK == 0.
+
+  Returns (min over keys of |k|² - 2 q·k, its first index), each (h, B).
+  One matmul gives |k|² - 2 q·k (keys augmented with |k|², queries with 1);
+  |q|² is added by the caller. The (h, j, B) layout makes both reductions run
+  over a major axis (element-wise vector min, no horizontal reduction). The
+  argmin is two-level and exactly the first minimal index: the min of every block
+  of SUB_BLOCK keys (one pass over the tile), the first block holding the
+  overall min, then the first index inside that block. XLA:CPU's variadic
+  argmin reduction was ~10x slower, a full second pass (where d == min) ~1.3x.
+  """
+  h, j, _ = keys_chunk.shape
+  sq = jnp.sum(keys_chunk * keys_chunk, -1, keepdims=True)
+  k_aug = jnp.concatenate([-2.0 * keys_chunk, sq], -1)
+  d2 = jnp.einsum("hjd,hbd->hjb", k_aug, q_aug)
+  if valid is not None:
+    d2 = jnp.where(valid[:, :, None], d2, jnp.inf)
+  blocks = d2.reshape(h, j // SUB_BLOCK, SUB_BLOCK, -1)
+  block_min = jnp.min(blocks, axis=2)  # (h, j / SUB_BLOCK, B)
+  best = jnp.min(block_min, axis=1)  # (h, B)
+  blk = _first_hit(block_min == best[:, None, :])
+  inner = jnp.take_along_axis(blocks, blk[:, None, None, :], axis=1)[:, 0]  # (h, SUB_BLOCK, B)
+  return best, blk * SUB_BLOCK + _first_hit(inner == best[:, None, :])
+
+
+def _first_hit(hit: Array) -> Array:
+  """First True index along axis 1 of (h, n, B) (n - 1 if none): a min over an
+  iota, which XLA:CPU vectorises, unlike its variadic argmax/argmin reductions."""
+  n = hit.shape[1]
+  iota = jax.lax.broadcasted_iota(jnp.int32, hit.shape, 1)
+  return jnp.minimum(jnp.min(jnp.where(hit, iota, n), axis=1), n - 1)
+
+
+def _head_group(num_heads: int, batch: int, chunk: int, tile_bytes: int) -> int:
+  """Largest divisor g of num_heads with a (batch, g, chunk) float32 tile ≤ tile_bytes."""
+  fits = [g for g in range(1, num_heads + 1)
+          if num_heads % g == 0 and batch * g * chunk * 4 <= tile_bytes]
+  return max(fits, default=1)
+
+
+def _nearest_key(queries: Array, keys: Array, valid: Array | None, chunk_size: int,
+                 tile_bytes: int | None) -> tuple[Array, Array]:
+  """Top-1 search tiled over groups of heads and chunks of keys; see `nearest_keys`."""
+  num_heads, num_keys, dim = keys.shape
+  batch = queries.shape[0]
+  round_up = lambda n, m: -(-n // m) * m
+  chunk = round_up(min(chunk_size, num_keys), SUB_BLOCK)
+  n_chunks = -(-num_keys // chunk)
+  pad = n_chunks * chunk - num_keys
+  if pad:  # Padded keys are never selected.
+    keys = jnp.pad(keys, ((0, 0), (0, pad), (0, 0)))
+    valid = jnp.pad(jnp.ones((num_heads, num_keys), bool) if valid is None else valid,
+                    ((0, 0), (0, pad)))
+  if tile_bytes is None:
+    tile_bytes = CPU_TILE_BYTES if jax.default_backend() == "cpu" else ACCELERATOR_TILE_BYTES
+  heads = _head_group(num_heads, batch, chunk, tile_bytes)
+  groups = num_heads // heads
+  q = jnp.swapaxes(queries, 0, 1)  # (C, B, d)
+  q_aug = jnp.concatenate([q, jnp.ones(q.shape[:-1] + (1,), q.dtype)], -1)
+  by_group = lambda a: None if a is None else a.reshape((groups, heads) + a.shape[1:])
+
+  def search_group(args):
+    q_g, keys_g, valid_g = args
+
+    def chunk_step(i, carry):
+      best_d, best_i = carry
+      kc = jax.lax.dynamic_slice_in_dim(keys_g, i * chunk, chunk, axis=1)
+      vc = None if valid_g is None else jax.lax.dynamic_slice_in_dim(valid_g, i * chunk, chunk, 1)
+      d, idx = _top1_tile(q_g, kc, vc)
+      better = d < best_d  # Strictly: ties keep the earlier (lower) index, like argmin.
+      return jnp.where(better, d, best_d), jnp.where(better, idx + i * chunk, best_i)
+
+    init = (jnp.full((heads, batch), jnp.inf, queries.dtype),
+            jnp.zeros((heads, batch), jnp.int32))
+    if n_chunks == 1:
+      return chunk_step(0, init)
+    return jax.lax.fori_loop(0, n_chunks, chunk_step, init)
+
+  args = (by_group(q_aug), by_group(keys), by_group(valid))
+  if groups == 1:
+    best_d, best_i = jax.tree.map(lambda a: a[None], search_group(
+        jax.tree.map(lambda a: a[0], args)))
+  else:
+    best_d, best_i = jax.lax.map(search_group, args)
+  best_d = best_d.reshape(num_heads, batch) + jnp.sum(q * q, -1)
+  best_i = best_i.reshape(num_heads, batch)
+  return best_i.T[..., None], best_d.T[..., None]
+
+
 def nearest_keys(queries: Array, keys: Array, *, k: int = 1, mask: Array | None = None,
-                 chunk_size: int = 1024) -> tuple[Array, Array]:
+                 chunk_size: int = 1024, tile_bytes: int | None = None) -> tuple[Array, Array]:
   """Top-k nearest keys per head, chunked over keys.
 
   Args:
@@ -89,13 +184,19 @@ def nearest_keys(queries: Array, keys: Array, *, k: int = 1, mask: Array | None 
     mask: optional (C, J) bool; only True keys may be selected. A head whose
       mask is all False falls back to all its keys.
     chunk_size: keys processed at once; peak memory is O(B·C·chunk_size).
+    tile_bytes: top-1 only: heads are searched in groups whose distance tile
+      (B × heads × chunk floats) fits this many bytes; default by backend
+      (`CPU_TILE_BYTES`, `ACCELERATOR_TILE_BYTES`).
 
   Returns:
-    (indices (B, C, k) int32, squared distances (B, C, k)), nearest first.
+    (indices (B, C, k) int32, squared distances (B, C, k)), nearest first; ties
+    go to the lower index.
   """
   num_heads, num_keys, dim = keys.shape
   if mask is not None:
     mask = mask | ~jnp.any(mask, axis=-1, keepdims=True)
+  if k == 1:
+    return _nearest_key(queries, keys, mask, chunk_size, tile_bytes)
   q = jnp.swapaxes(queries, 0, 1)  # (C, B, d): heads as the leading batch dim of the matmul.
   out = lambda d, i: (jnp.swapaxes(i, 0, 1).astype(jnp.int32), jnp.swapaxes(d, 0, 1))
   if num_keys <= chunk_size:
@@ -118,12 +219,8 @@ def nearest_keys(queries: Array, keys: Array, *, k: int = 1, mask: Array | None 
     best_d, best_i = carry
     kc, vc, offset = xs
     d, i = _chunk_topk(q, kc, vc, min(k, chunk_size))
-    i = i.astype(jnp.int32) + offset
-    if k == 1:  # Strictly better only: ties keep the earlier (lower) index, like argmin.
-      better = d < best_d
-      return (jnp.where(better, d, best_d), jnp.where(better, i, best_i)), None
     all_d = jnp.concatenate([best_d, d], -1)
-    all_i = jnp.concatenate([best_i, i], -1)
+    all_i = jnp.concatenate([best_i, i.astype(jnp.int32) + offset], -1)
     neg, pos = jax.lax.top_k(-all_d, k)
     return (-neg, jnp.take_along_axis(all_i, pos, -1)), None
 

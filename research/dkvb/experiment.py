@@ -113,7 +113,7 @@ def init_keys(model: kvb.KeyValueBottleneck, variables, key_data, k: ml_collecti
     if callable(key_data):
       steps = k.num_steps
     else:
-      steps = k.num_steps or k.epochs * max(len(key_data) // min(k.batch_size, len(key_data)), 1)
+      steps = k.num_steps or keys_lib.ema_num_steps(len(key_data), k.batch_size, k.epochs)
     codebook, state = keys_lib.ema_init_keys(
         rng, key_data, to_queries, frozen["codebook"], num_steps=steps,
         batch_size=k.batch_size, decay=k.decay, eps=k.eps, dead_fraction=k.dead_fraction,

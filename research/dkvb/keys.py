@@ -11,9 +11,17 @@ random query vectors of the current batch (during initialisation only). The
 data is unlabelled and, in the paper, from a different dataset than the task.
 k-means (Lloyd) is the alternative.
 
-Everything runs in one jitted `lax.scan`; the nearest-key search is the chunked
+Everything runs in one jitted `lax.scan`; the nearest-key search is the tiled
 `models.kv_bottleneck.nearest_keys`, so 256 heads × 4096 keys × 14 dims runs in
-bounded memory.
+bounded memory, and the per-key counts and sums are scatter-adds
+(`segment_sum`), not a (heads, batch, keys) one-hot. At that size the search is
+~70 % of a step (`research/dkvb/bench.py`).
+
+Step count: the paper and its released code run 10 epochs of EMA updates over
+the unlabelled data (`init_epochs=10`, a DataLoader with batch 256 and no
+drop_last: 196 batches per epoch of CIFAR100's 50k images, i.e. 1960 updates,
+one of 80 images per epoch). Here every update sees a full batch and the
+partial one is dropped: `ema_num_steps(50000, 256, 10) == 1950`.
 """
 from __future__ import annotations
 
@@ -87,6 +95,11 @@ def _batch(data: DataSource, rng: Array, step_indices: Array | None, batch_size:
   return jnp.asarray(data)[step_indices]
 
 
+def ema_num_steps(num_examples: int, batch_size: int, epochs: int) -> int:
+  """EMA updates for `epochs` passes over `num_examples` in full batches (≥ 1)."""
+  return epochs * max(num_examples // min(batch_size, num_examples), 1)
+
+
 def _epoch_indices(rng: Array, n: int, num_steps: int, batch_size: int) -> Array:
   """(num_steps, batch) indices: consecutive shuffled epochs, no repeats within one."""
   per_epoch = max(n // batch_size, 1)
@@ -96,11 +109,20 @@ def _epoch_indices(rng: Array, n: int, num_steps: int, batch_size: int) -> Array
   return perms.reshape(epochs * per_epoch, batch_size)[:num_steps]
 
 
+def _project_pool(to_queries: Callable[[Array], Array], pool: Array, batch_size: int) -> Array:
+  """to_queries over the whole (N, D) pool, `batch_size` rows at a time -> (N, C, d)."""
+  n = pool.shape[0]
+  full = n // batch_size * batch_size
+  out = jax.lax.map(to_queries, pool[:full].reshape(n // batch_size, batch_size, -1))
+  out = out.reshape((full,) + out.shape[2:])
+  return out if full == n else jnp.concatenate([out, to_queries(pool[full:])])
+
+
 def ema_init_keys(rng: Array, data: DataSource, to_queries: Callable[[Array], Array],
                   codebook: Array, *, num_steps: int, batch_size: int,
                   decay: float = 0.95, eps: float = 1e-5, dead_fraction: float = 0.1,
                   init_from_data: bool = True, chunk_size: int = 1024,
-                  return_state: bool = False):
+                  query_cache_bytes: int = 1 << 30, return_state: bool = False):
   """EMA key initialisation over unlabelled data.
 
   Args:
@@ -109,42 +131,55 @@ def ema_init_keys(rng: Array, data: DataSource, to_queries: Callable[[Array], Ar
     to_queries: embeddings (B, D) -> per-head queries (B, C, d), e.g.
       `functools.partial(model.apply, variables, method=model.queries)`.
     codebook: (C, J, d) starting keys (e.g. the module's random init).
-    num_steps: EMA updates (the paper: 10 epochs of N/batch steps).
+    num_steps: EMA updates (the paper: 10 epochs, see `ema_num_steps`).
     init_from_data: first set every key to a random query of the first batch,
       so no key starts far from the data.
+    query_cache_bytes: when the steps pass over an (N, D) pool more than once
+      and its queries (N, C, d) take at most this many bytes, project the pool
+      once and reuse the queries every epoch (the projection was ~20 % of a
+      step at the paper's size).
 
   Returns:
     The trained codebook (C, J, d) (and the final `EMAState` if `return_state`).
   """
-  n = None if callable(data) else int(np.shape(data)[0])
+  sampler = data if callable(data) else None
+  n = None if sampler is not None else int(np.shape(data)[0])
   if n is not None and batch_size > n:
     batch_size = n
   r_idx, r_init, r_steps = jax.random.split(rng, 3)
   idx = None if n is None else _epoch_indices(r_idx, n, num_steps, batch_size)
-  if not callable(data):
-    data = jnp.asarray(data)
+  # An argument, not a closed-over constant: the pool (e.g. 50k × 2048 floats)
+  # must not be baked into the compiled program.
+  pool = None if sampler is not None else jnp.asarray(data)
   step_rngs = jax.random.split(r_steps, num_steps)
   cfg = dict(decay=decay, eps=eps, dead_fraction=dead_fraction, chunk_size=chunk_size)
+  c, j, d = codebook.shape
+  reuse = (n is not None and num_steps * batch_size > n
+           and n * c * d * jnp.dtype(codebook.dtype).itemsize <= query_cache_bytes)
 
   @jax.jit
-  def run(codebook, idx, step_rngs, r_init):
+  def run(codebook, pool, idx, step_rngs, r_init):
+    if reuse:
+      pool_queries = _project_pool(to_queries, pool, batch_size)
+      queries = lambda rng, i: pool_queries[i]
+    else:
+      data = pool if sampler is None else sampler
+      queries = lambda rng, i: to_queries(_batch(data, rng, i, batch_size))
     if init_from_data:
-      q0 = to_queries(_batch(data, r_init, None if idx is None else idx[0], batch_size))
-      c, j, _ = codebook.shape
+      q0 = queries(r_init, None if idx is None else idx[0])
       pick = jax.random.randint(r_init, (c, j), 0, q0.shape[0])
       codebook = q0[pick, jnp.arange(c)[:, None]].astype(codebook.dtype)
 
     def body(state, xs):
       i, r = xs
       r_b, r_s = jax.random.split(r)
-      q = to_queries(_batch(data, r_b, i, batch_size))
-      return ema_step(state, q, r_s, **cfg), None
+      return ema_step(state, queries(r_b, i), r_s, **cfg), None
 
     xs = (jnp.zeros((num_steps,), jnp.int32) if idx is None else idx, step_rngs)
     state, _ = jax.lax.scan(body, ema_state(codebook), xs)
     return state
 
-  state = run(codebook, idx, step_rngs, r_init)
+  state = run(codebook, pool, idx, step_rngs, r_init)
   return (state.codebook, state) if return_state else state.codebook
 
 

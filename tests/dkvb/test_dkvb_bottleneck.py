@@ -27,6 +27,50 @@ def test_nearest_keys_matches_numpy(k, chunk, num_keys):
   np.testing.assert_allclose(np.asarray(dist), ref_d, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("chunk,tile_bytes,masked", [
+    (64, 4 * 6 * 64 * 4, False),  # 6 heads per group (2 groups), 2 chunks of 64 keys.
+    (16, 4 * 16 * 4, False),  # One head per group, 7 chunks, the last one padded.
+    (1024, 4 * 3 * 112 * 4, True),  # One chunk of all keys, padded 100 -> 112.
+    (32, 4 * 2 * 32 * 4, True),
+])
+def test_tiled_top1_matches_numpy(chunk, tile_bytes, masked):
+  """Top-1 search over groups of heads × chunks of keys = brute force."""
+  rng = np.random.default_rng(2)
+  q = rng.standard_normal((4, 12, 3)).astype(np.float32)
+  keys = rng.standard_normal((12, 100, 3)).astype(np.float32)
+  mask = rng.uniform(size=(12, 100)) < 0.2 if masked else None
+  idx, dist = jax.jit(lambda q, kk, m: kvb.nearest_keys(
+      q, kk, k=1, mask=m, chunk_size=chunk, tile_bytes=tile_bytes))(q, keys, mask)
+  ref_i, ref_d = _brute_topk(q, keys, 1, mask)
+  np.testing.assert_array_equal(np.asarray(idx), ref_i)
+  np.testing.assert_allclose(np.asarray(dist), ref_d, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("chunk", [1024, 32])
+def test_top1_ties_go_to_the_lowest_index(chunk):
+  """Copies of one key (dead-key replacement makes them) in one block, in other
+  blocks and in other chunks: every search returns the first, like argmin."""
+  rng = np.random.default_rng(3)
+  keys = rng.standard_normal((2, 100, 4)).astype(np.float32) + 10.0
+  q = rng.standard_normal((5, 2, 4)).astype(np.float32)
+  for c, copies in ((0, [5, 9, 40, 90]), (1, [33, 34, 70])):
+    keys[c, copies] = q[c, c]  # Head c: query c sits exactly on every copy.
+  idx, dist = kvb.nearest_keys(jnp.asarray(q), jnp.asarray(keys), k=1, chunk_size=chunk)
+  assert int(idx[0, 0, 0]) == 5 and int(idx[1, 1, 0]) == 33
+  np.testing.assert_allclose(np.asarray(dist)[[0, 1], [0, 1], 0], 0.0, atol=1e-5)
+  with_mask = np.ones((2, 100), bool)
+  with_mask[0, 5] = False  # The first copy masked out: the next one wins.
+  idx, _ = kvb.nearest_keys(jnp.asarray(q), jnp.asarray(keys), k=1,
+                            mask=jnp.asarray(with_mask), chunk_size=chunk)
+  assert int(idx[0, 0, 0]) == 9
+
+
+def test_head_group_fits_the_tile():
+  assert kvb._head_group(256, 256, 1024, 4 << 20) == 4
+  assert kvb._head_group(12, 4, 64, 4 * 5 * 64 * 4) == 4  # 5 does not divide 12.
+  assert kvb._head_group(7, 1024, 1024, 1) == 1  # Nothing fits: one head at a time.
+
+
 @pytest.mark.parametrize("chunk", [1024, 8])
 def test_masked_lookup_selects_only_allowed_keys(chunk):
   rng = np.random.default_rng(1)

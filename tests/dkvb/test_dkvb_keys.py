@@ -76,3 +76,70 @@ def test_kmeans_reduces_quantisation_error():
   one_iter = keys_lib.kmeans_init_keys(jax.random.key(0), data, to_q, 16, num_iters=0,
                                        batch_size=200)  # = its random data-point start
   assert _quant_error(data, codebook) < 0.5 * _quant_error(data, one_iter)
+
+
+def _ema_step_numpy(codebook, size, embed_sum, q, decay, eps):
+  """Reference EMA update (before dead-key replacement), one key at a time."""
+  c, j, _ = codebook.shape
+  counts, sums = np.zeros((c, j)), np.zeros(codebook.shape)
+  for b in range(q.shape[0]):
+    for h in range(c):
+      k = np.argmin(((codebook[h] - q[b, h]) ** 2).sum(-1))
+      counts[h, k] += 1
+      sums[h, k] += q[b, h]
+  size = decay * size + (1 - decay) * counts
+  embed_sum = decay * embed_sum + (1 - decay) * sums
+  total = size.sum(-1, keepdims=True)
+  smoothed = (size + eps) / (total + j * eps) * total
+  return embed_sum / smoothed[..., None], size, embed_sum
+
+
+def test_ema_step_matches_numpy_reference_with_dead_key_replacement():
+  rng = np.random.default_rng(4)
+  c, j, d, b = 3, 20, 2, 16
+  codebook = rng.standard_normal((c, j, d)).astype(np.float32)
+  size = rng.uniform(0.0, 0.3, (c, j)).astype(np.float32)  # Some keys near the dead line.
+  embed_sum = (codebook * size[..., None]).astype(np.float32)
+  q = rng.standard_normal((b, c, d)).astype(np.float32)
+  decay, eps, dead_fraction = 0.8, 1e-3, 0.1
+  state = keys_lib.EMAState(jnp.asarray(codebook), jnp.asarray(size), jnp.asarray(embed_sum),
+                            jnp.zeros((), jnp.int32))
+  new = jax.jit(functools.partial(keys_lib.ema_step, decay=decay, eps=eps,
+                                  dead_fraction=dead_fraction))(state, jnp.asarray(q),
+                                                                jax.random.key(0))
+  ref_codebook, ref_size, ref_sum = _ema_step_numpy(codebook, size, embed_sum, q, decay, eps)
+  dead = ref_size < dead_fraction * b / j
+  assert 0 < dead.sum() < dead.size  # The case exercises both branches.
+  assert int(new.num_replaced) == dead.sum()
+  got = {k: np.asarray(v) for k, v in new._asdict().items()}
+  np.testing.assert_allclose(got["codebook"][~dead], ref_codebook[~dead], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(got["cluster_size"][~dead], ref_size[~dead], rtol=1e-6)
+  np.testing.assert_allclose(got["embed_sum"][~dead], ref_sum[~dead], rtol=1e-5, atol=1e-7)
+  np.testing.assert_array_equal(got["cluster_size"][dead], 1.0)
+  np.testing.assert_array_equal(got["embed_sum"][dead], got["codebook"][dead])
+  for h, k in zip(*np.nonzero(dead)):  # A dead key becomes a query of its own head.
+    assert (np.abs(q[:, h] - got["codebook"][h, k]).sum(-1) == 0).any()
+
+
+def test_ema_num_steps_is_the_papers_ten_epochs():
+  assert keys_lib.ema_num_steps(50000, 256, 10) == 1950  # CIFAR100, full batches only.
+  assert keys_lib.ema_num_steps(449, 256, 10) == 10  # Digits pool: one batch per epoch.
+  assert keys_lib.ema_num_steps(100, 256, 3) == 3  # Pool smaller than a batch.
+
+
+def test_ema_reusing_pool_queries_equals_projecting_every_step():
+  """Several epochs over a pool: projecting it once (the default) gives the
+  keys that projecting every batch gives, dead-key replacement included."""
+  rng = np.random.default_rng(5)
+  pool = rng.standard_normal((100, 6)).astype(np.float32)  # 100 % 32 != 0: a remainder.
+  proj = jnp.asarray(rng.standard_normal((3, 6, 2)).astype(np.float32))
+  to_q = lambda x: jnp.einsum("bd,cdk->bck", x, proj)
+  start = jnp.zeros((3, 40, 2))
+  run = lambda cache: keys_lib.ema_init_keys(
+      jax.random.key(0), pool, to_q, start, num_steps=12, batch_size=32, decay=0.6,
+      query_cache_bytes=cache, return_state=True)
+  (reused, st_reused), (fresh, st_fresh) = run(1 << 30), run(0)
+  assert int(st_reused.num_replaced) == int(st_fresh.num_replaced) > 0
+  np.testing.assert_allclose(np.asarray(reused), np.asarray(fresh), rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(keys_lib._project_pool(to_q, jnp.asarray(pool), 32).shape,
+                                (100, 3, 2))

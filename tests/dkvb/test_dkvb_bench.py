@@ -1,0 +1,13 @@
+"""The DKVB benchmark runs at a tiny size and its three lookups agree."""
+from research.dkvb import bench
+
+
+def test_bench_lookup_and_key_init_tiny():
+  size = dict(batch=8, num_heads=4, num_keys=64, dim_key=3, dim_in=16, key_init_examples=40,
+              key_init_epochs=2)
+  out = bench.bench_lookup(chunk_size=16, ema_steps=4, repeats=1, **size)
+  assert out["lookup_matches_naive"] is True
+  assert out["key_init_projected_steps"] == 10  # 2 epochs × 40 // 8.
+  assert out["lookup_naive_distance_bytes"] == 8 * 4 * 64 * 4
+  e2e = bench.bench_key_init(chunk_size=16, **size)
+  assert e2e["key_init_e2e_steps"] == 10 and e2e["key_init_e2e_s"] > 0
