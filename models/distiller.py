@@ -6,6 +6,13 @@ placeholder positions are the distilled vectors S_D [l, d]. When the distiller's
 width differs from the frozen LLM's, a Linear + tanh maps S_D to the LLM width.
 The LLM then reads [S_D ; emb(x)] instead of the demonstrations.
 
+Scale (a measured problem, our fix): final-norm hidden states are far larger than
+the token embeddings the LLM reads (SmolLM2-135M: RMS 1.1–1.7 for S_D from its own
+first 4 blocks vs 0.13 for its embedding rows), so untrained S_D are 10× out of
+distribution as inputs. With `embedding_rms` > 0 the output is RMS-normalised and
+multiplied by a learned per-dimension gain initialised to that value (the LLM's
+median embedding-row RMS): S_D start at the scale of the tokens they replace.
+
 Padding and positions (a deliberate choice; the released code lets right-padding
 shift the placeholders when batch > 1): demonstrations are right-padded inside a
 fixed slot of T tokens and the placeholders always occupy slots [T, T + l).
@@ -19,7 +26,8 @@ happens where the tokens are packed, in `research/mend/data.py`.
 
 Parameters: `lm/...` (a `models.llm.CausalLM`, its own `LMConfig`),
 `placeholders` [l, embed] with logical axes ("length", "embed"), and when widths
-differ `proj/kernel` [embed, llm width] ("embed", "mlp") and `proj/bias` ("mlp",).
+differ `proj/kernel` [embed, llm width] ("embed", "mlp") and `proj/bias` ("mlp",);
+with `embedding_rms` > 0, `out_gain` [llm width] ("mlp",).
 The distiller's LM head is never used (S_D are hidden states, not logits).
 """
 import flax.linen as nn
@@ -46,6 +54,7 @@ class Distiller(nn.Module):
   num_vectors: int
   out_dim: int
   placeholder_init: str = "normal"
+  embedding_rms: float = 0.0  # > 0: RMS-normalise S_D, learned gain from this value.
 
   @nn.compact
   def __call__(self, demo_ids: jax.Array, demo_mask: jax.Array | None = None) -> jax.Array:
@@ -94,6 +103,10 @@ class Distiller(nn.Module):
           kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
                                                    ("embed", "mlp")),
           bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))(s_d))
+    if self.embedding_rms > 0:
+      gain = self.param("out_gain", nn.with_logical_partitioning(
+          nn.initializers.constant(self.embedding_rms), ("mlp",)), (self.out_dim,), jnp.float32)
+      s_d = s_d * jax.lax.rsqrt(jnp.mean(s_d**2, -1, keepdims=True) + 1e-6) * gain
     return s_d
 
 

@@ -18,10 +18,13 @@ def distiller_section(tiny: bool, init: str = "llm") -> ml_collections.ConfigDic
   if tiny:
     return ml_collections.ConfigDict(dict(
         init="random", num_layers=1, d_model=16, num_heads=2, num_kv_heads=1, mlp_dim=32,
-        num_vectors=4, placeholder_init="vocab"))
+        num_vectors=4, placeholder_init="vocab", match_embedding_scale=True))
   return ml_collections.ConfigDict(dict(
       init=init, num_layers=4, d_model=576, num_heads=9, num_kv_heads=3, mlp_dim=1536,
-      num_vectors=16, placeholder_init="vocab"))
+      num_vectors=16, placeholder_init="vocab",
+      # S_D RMS-normalised with a learned gain starting at the LLM's embedding RMS
+      # (models/distiller.py: untrained S_D were 10x larger than SmolLM2's tokens).
+      match_embedding_scale=True))
 
 
 def trainer_sections(c, *, lr: float, steps: int, batch_size: int, tiny: bool) -> None:

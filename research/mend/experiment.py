@@ -61,11 +61,23 @@ def distiller_lm_config(config, llm_cfg: llm.LMConfig) -> llm.LMConfig:
                       mlp_dim=d.mlp_dim, max_len=4096, tie_embeddings=True)
 
 
-def make_distiller(config, llm_cfg: llm.LMConfig) -> distiller_lib.Distiller:
+def embedding_rms(lm_params) -> float:
+  """Median RMS of the LLM's token-embedding rows: the scale S_D should start at."""
+  emb = np.asarray(nn.unbox(lm_params)["params"]["embed"], np.float32)
+  return float(np.median(np.sqrt(np.mean(emb**2, -1))))
+
+
+def make_distiller(config, llm_cfg: llm.LMConfig, lm_params=None) -> distiller_lib.Distiller:
+  """The distiller of `config`; `lm_params` (the frozen LLM) sets the initial S_D scale
+  when `distiller.match_embedding_scale` (restored runs may omit it: the gain is a
+  parameter)."""
   d = config.distiller
+  rms = 0.0
+  if d.get("match_embedding_scale", False):
+    rms = embedding_rms(lm_params) if lm_params is not None else 1.0
   return distiller_lib.Distiller(distiller_lm_config(config, llm_cfg),
                                  num_vectors=d.num_vectors, out_dim=llm_cfg.d_model,
-                                 placeholder_init=d.placeholder_init)
+                                 placeholder_init=d.placeholder_init, embedding_rms=rms)
 
 
 def restore_params(workdir: str):
@@ -198,7 +210,7 @@ def build(config, mesh) -> experiment_lib.Experiment:
   stage = STAGES[config.task]
   lm, lm_params_host, tok = load_llm(config)
   lm_params = place_llm(lm, lm_params_host, config, mesh)
-  distiller = make_distiller(config, lm.config)
+  distiller = make_distiller(config, lm.config, lm_params_host)
   bs = config.train.batch_size
 
   if stage == 1:

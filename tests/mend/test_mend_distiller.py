@@ -82,3 +82,18 @@ def test_init_from_llm_copies_first_layers():
   assert isinstance(new["lm"]["embed"], nn.meta.AxisMetadata)  # Still boxed.
   with pytest.raises(ValueError, match="do not match"):
     distiller_lib.init_from_llm(boxed, lm_params, 1)
+
+
+@pytest.mark.parametrize("out_dim", [16, 24])
+def test_embedding_scale_matching(out_dim):
+  """With embedding_rms, every untrained S_D vector has exactly that RMS (the scale of
+  the LLM's token embeddings), and the gain is trained."""
+  m = distiller_lib.Distiller(_cfg(), num_vectors=3, out_dim=out_dim, embedding_rms=0.13)
+  ids = jnp.arange(14, dtype=jnp.int32).reshape(2, 7) % 50
+  p = nn.unbox(m.init(jax.random.key(0), ids)["params"])
+  s_d = m.apply({"params": p}, ids)
+  np.testing.assert_allclose(np.sqrt(np.mean(np.asarray(s_d)**2, -1)), 0.13, rtol=1e-4)
+  g = jax.grad(lambda q: jnp.sum(m.apply({"params": q}, ids)[..., 0]))(p)
+  assert float(jnp.abs(g["out_gain"]).sum()) > 0
+  plain = distiller_lib.Distiller(_cfg(), num_vectors=3, out_dim=out_dim)
+  assert "out_gain" not in plain.init(jax.random.key(0), ids)["params"]

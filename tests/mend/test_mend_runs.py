@@ -44,7 +44,7 @@ def test_pretrain_finetune_evaluate_tiny(tmp_path):
   init = jax.tree.map(np.asarray, nn.unbox(exp.init_params(jax.random.key(9))))
   jax.tree.map(np.testing.assert_array_equal, init, restored)
   # The trainable params are the distiller's only (the LLM never reaches the optimizer).
-  assert set(init) <= {"lm", "placeholders", "proj"}
+  assert set(init) <= {"lm", "placeholders", "proj", "out_gain"}
   assert init["lm"]["embed"].shape[1] == cfg.distiller.d_model
   final = experiment.run(cfg, ft)
   assert np.isfinite(final["val_ce"])
