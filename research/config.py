@@ -90,10 +90,21 @@ def _flatten(d: Any, prefix: str = "") -> dict:
   return out
 
 
+# Keys added to configs after runs were written with them, and the value the code
+# assumed before: a workdir saved without the key resumes if the config keeps it.
+ADDED_KEYS = {
+    "data.pipeline": "device",          # GPICL: batches sampled inside the step.
+    "tasks.sequences_per_task": 1,      # GPICL: one sequence per sampled task.
+}
+
+
 def check_resume_compatible(saved_json: str, config) -> None:
   """Refuses to resume a workdir written by a config that changes the state."""
   old = _flatten(json.loads(saved_json))
   new = _flatten(json.loads(to_json(config)))
+  for key, default in ADDED_KEYS.items():
+    if key not in old and key in new:
+      old[key] = default
   diffs = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
            and not any(k == r or k.startswith(r if r.endswith(".") else r + ".") for r in RESUMABLE_CHANGES)]
   if diffs:

@@ -115,3 +115,15 @@ def test_cli_unknown_key_wrong_type_and_bad_arg(tmp_path):
   r = _cli(*base, "--config.model.d_model=0")
   assert r.returncode == 2 and r.stderr.startswith("error: config.model.d_model")
   assert "Traceback" not in r.stderr
+
+
+def test_keys_added_later_resume_at_their_old_default():
+  """A workdir written before a key existed resumes while the config keeps the value
+  the code assumed then (config_lib.ADDED_KEYS); another value is a different run."""
+  import json
+  c = tiny()
+  saved = json.loads(config_lib.to_json(c))
+  del saved["data"]["pipeline"], saved["tasks"]["sequences_per_task"]
+  config_lib.check_resume_compatible(json.dumps(saved), c)
+  with pytest.raises(config_lib.ConfigError, match="data.pipeline"):
+    config_lib.check_resume_compatible(json.dumps(saved), tiny(**{"data.pipeline": "host"}))
