@@ -359,3 +359,30 @@ class MLPProbe(nn.Module):
         nn.initializers.lecun_normal(), ("input", "mlp")))(x))
     return nn.Dense(self.num_classes, kernel_init=nn.with_logical_partitioning(
         nn.initializers.lecun_normal(), ("mlp", "classes")))(h)
+
+
+# ----------------------------------------------------------------------------
+# A small frozen encoder, pretrained in-framework (research/dkvb/pretrain.py).
+# ----------------------------------------------------------------------------
+class MLPAutoEncoder(nn.Module):
+  """x -> ReLU MLP -> linear `dim`-d embedding -> ReLU MLP -> reconstruction of x.
+
+  After pretraining only `encode` is used, as DKVB's frozen encoder.
+  """
+  dim_in: int
+  dim: int = 32
+  hidden: int = 256
+
+  def setup(self):
+    dense = lambda n, axes, name: nn.Dense(n, name=name, kernel_init=nn.with_logical_partitioning(
+        nn.initializers.lecun_normal(), axes))
+    self.enc_hidden = dense(self.hidden, ("input", "mlp"), "enc_hidden")
+    self.enc_out = dense(self.dim, ("mlp", "embed"), "enc_out")
+    self.dec_hidden = dense(self.hidden, ("embed", "mlp"), "dec_hidden")
+    self.dec_out = dense(self.dim_in, ("mlp", "input"), "dec_out")
+
+  def encode(self, x: Array) -> Array:
+    return self.enc_out(nn.relu(self.enc_hidden(x)))
+
+  def __call__(self, x: Array) -> Array:
+    return self.dec_out(nn.relu(self.dec_hidden(self.encode(x))))

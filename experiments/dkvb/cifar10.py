@@ -5,7 +5,8 @@ For users with TFDS data (prepared once, array_record):
 Command:
   python -m launch.main --config experiments/dkvb/cifar10.py --workdir runs/dkvb_cifar10
   (`--config.data.data_dir=...` if not ~/tensorflow_datasets; `:tiny` for a smoke run;
-   `:epochs=500`; `:encoder=pca|random_relu|pixels`)
+   `:epochs=500`; `:encoder=pca|random_relu|pixels|autoencoder`, the last a denoising
+   MLP autoencoder pretrained here on the unlabelled CIFAR100 pixels)
 
 Protocol: keys initialised by 10 EMA epochs (decay 0.95, ε 1e-5, dead keys
 below 0.1·batch/J replaced) on unlabelled CIFAR100 train images, then frozen;
@@ -53,7 +54,9 @@ def get_config(arg=None):
   c.data = dict(name="cifar10", n_train=0, n_test=0, key_init_source="",
                 data_dir="", max_examples=0, key_init_dataset="cifar100")
   c.encoder = dict(name=args.get("encoder", "pca"), dim=256, seed=0,
-                   cache_dir="runs/dkvb_embedding_cache")
+                   cache_dir="runs/dkvb_embedding_cache",
+                   pretrain=dict(hidden=1024, steps=3000, batch_size=128, lr=1e-3,
+                                 weight_decay=1e-4, noise=0.3))
   c.stream = dict(classes_per_task=2)
   c.train = dict(epochs_per_task=int(args.get("epochs", 2000)), batch_size=256,
                  label_smoothing=0.1, eval_every=100)
@@ -69,6 +72,7 @@ def get_config(arg=None):
     c.data.max_examples = 200
     c.encoder.dim = 16
     c.encoder.cache_dir = ""
+    c.encoder.pretrain.update(hidden=32, steps=20)
     c.tensorboard = False
     c.train.epochs_per_task = 3
     c.train.eval_every = 0

@@ -11,7 +11,7 @@ CIFAR10 on CIFAR100. `holdout` (same distribution) and `noise` are ablations.
 
 Command:
   python -m launch.main --config experiments/dkvb/digits.py --workdir runs/dkvb_digits
-  (variants, comma-separated: `:tiny`, `:epochs=100`, `:encoder=pca|pixels|random_relu`,
+  (variants, comma-separated: `:tiny`, `:epochs=100`, `:encoder=pca|pixels|random_relu|autoencoder`,
    `:heads=64`, `:keys=1024`, `:dkey=8`, `:init=holdout|noise`, `:blr=0.1`)
 Measured (this command, 2-core shared CPU, seeds 0,1,2, final class-balanced accuracy
 after task 5): DKVB 90.1 ± 0.9 %, DKVB i.i.d. 88.9 ± 1.7 %, linear probe 18.1 ± 1.2 %,
@@ -48,7 +48,11 @@ def get_config(arg=None):
   c.data = dict(name="digits", n_train=0, n_test=0,
                 key_init_source=args.get("init", "transformed"),
                 data_dir="", max_examples=0, key_init_dataset="")
-  c.encoder = dict(name=args.get("encoder", "pixels"), dim=32, seed=0, cache_dir="")
+  # `autoencoder`: a denoising MLP autoencoder pretrained here on the unlabelled pool
+  # (research/dkvb/pretrain.py); its parameters are cached in cache_dir or <workdir>/cache.
+  c.encoder = dict(name=args.get("encoder", "pixels"), dim=32, seed=0, cache_dir="",
+                   pretrain=dict(hidden=256, steps=3000, batch_size=128, lr=1e-3,
+                                 weight_decay=1e-4, noise=0.3))
   c.stream = dict(classes_per_task=2)
   c.train = dict(epochs_per_task=int(args.get("epochs", 1000)), batch_size=256,
                  label_smoothing=0.1, eval_every=0)
@@ -65,6 +69,7 @@ def get_config(arg=None):
   if "tiny" in args:
     c.seeds = (0,)
     c.train.epochs_per_task = 5
+    c.encoder.pretrain.steps = 50
     for m in ("dkvb", "dkvb_iid"):
       c.models[m].num_heads = 16
       c.models[m].num_keys = 64

@@ -1,10 +1,11 @@
 """Frozen encoders for DKVB and an embedding cache.
 
 An `Encoder` maps raw inputs (N, ...) to embeddings (N, D) and never trains on
-labels: PCA and the random-feature standardisation are fitted on *unlabelled*
-data only (the key-initialisation pool). Embeddings are computed once and
-cached as `.npy` (no pickle) under a directory keyed by encoder fingerprint and
-dataset content hash, so repeated runs reuse them.
+labels: PCA, the random-feature standardisation and the pretrained autoencoder
+(`research.dkvb.pretrain`) are fitted on *unlabelled* data only (the
+key-initialisation pool). Embeddings are computed once and cached as `.npy`
+(no pickle) under a directory keyed by encoder fingerprint and dataset content
+hash, so repeated runs reuse them.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from research.dkvb import pretrain as pretrain_lib
+
 
 @dataclasses.dataclass(frozen=True)
 class Encoder:
@@ -22,6 +25,7 @@ class Encoder:
   fingerprint: str  # Changes whenever the function changes (fit data, seed, dims).
   fn: Callable[[np.ndarray], np.ndarray]
   dim: int
+  info: dict = dataclasses.field(default_factory=dict, compare=False)  # E.g. pretraining loss.
 
   def __call__(self, x: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     x = np.asarray(x)
@@ -80,6 +84,20 @@ def random_relu(fit_data: np.ndarray, dim: int, seed: int = 0, scale: float = 1.
                  lambda x: np.maximum(((_flat(x, scale) - mean) / std) @ w + b, 0.0), dim)
 
 
+def autoencoder(fit_data: np.ndarray, cfg: pretrain_lib.PretrainConfig, scale: float = 1.0,
+                cache_dir: str | None = None) -> Encoder:
+  """The encoder half of a denoising MLP autoencoder pretrained on unlabelled
+  `fit_data` (see `research.dkvb.pretrain`); its parameters are cached in
+  `cache_dir` as .npz, keyed by a hash of the settings and the data."""
+  x = _flat(fit_data, scale)
+  trained, losses, fp, cached = pretrain_lib.pretrained_autoencoder(x, cfg, cache_dir)
+  embed = pretrain_lib.embed_fn(trained, x.shape[1], cfg)
+  k = max(1, len(losses) // 20)  # Loss averaged over the first and the last 5 % of steps.
+  info = dict(pretrain_loss_first=float(np.mean(losses[:k])),
+              pretrain_loss_last=float(np.mean(losses[-k:])), pretrain_cached=cached)
+  return Encoder("autoencoder", f"{fp}/{scale}", lambda b: embed(_flat(b, scale)), cfg.dim, info)
+
+
 def minilm(max_length: int = 256) -> Encoder:
   """The pretrained MiniLM-L6 sentence encoder on arrays of strings (384-d, unit norm)."""
   from research.dkvb.minilm import MiniLM
@@ -89,8 +107,13 @@ def minilm(max_length: int = 256) -> Encoder:
 
 
 def make_encoder(name: str, fit_data: np.ndarray, *, dim: int = 0, seed: int = 0,
-                 scale: float = 1.0) -> Encoder:
-  """Encoder by name: identity | pixels | pca | random_relu | minilm (text)."""
+                 scale: float = 1.0, pretrain: dict | None = None,
+                 cache_dir: str | None = None) -> Encoder:
+  """Encoder by name: identity | pixels | pca | random_relu | autoencoder | minilm (text).
+
+  `pretrain` holds the autoencoder's training settings (`PretrainConfig`
+  fields other than dim and seed); `cache_dir` its parameter cache.
+  """
   if name == "minilm":
     return minilm()
   in_dim = int(np.prod(np.shape(fit_data)[1:]))
@@ -102,6 +125,9 @@ def make_encoder(name: str, fit_data: np.ndarray, *, dim: int = 0, seed: int = 0
     return pca(fit_data, dim or in_dim, scale)
   if name == "random_relu":
     return random_relu(fit_data, dim or 4 * in_dim, seed, scale)
+  if name == "autoencoder":
+    cfg = pretrain_lib.PretrainConfig(dim=dim or 32, seed=seed, **dict(pretrain or {}))
+    return autoencoder(fit_data, cfg, scale, cache_dir)
   raise ValueError(f"unknown encoder {name!r}")
 
 

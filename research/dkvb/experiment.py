@@ -18,6 +18,7 @@ input is visited every epoch, so this equals marking keys inside the steps).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -35,10 +36,12 @@ from models import kv_bottleneck as kvb
 from research.dkvb import data as data_lib
 from research.dkvb import encoders as enc_lib
 from research.dkvb import keys as keys_lib
+from research.dkvb import pretrain as pretrain_lib
 from research.dkvb import stream as stream_lib
 from research.metrics import MetricWriter
 
 MODEL_KINDS = ("dkvb", "linear", "mlp")
+ENCODERS = ("identity", "pixels", "pca", "random_relu", "autoencoder")
 GRID = 100  # Toy decision-boundary grid (GRID × GRID points of the unit square).
 
 
@@ -47,18 +50,21 @@ GRID = 100  # Toy decision-boundary grid (GRID × GRID points of the unit square
 # ----------------------------------------------------------------------------
 class Stream(dict):
   """train: list of (x, y) per task; test: (x, y); tasks: class ids per task;
-  key_data: (N, D) embeddings or `sample(rng, batch)`; num_classes; dim."""
+  key_data: (N, D) embeddings or `sample(rng, batch)`; num_classes; dim;
+  encoder_info: e.g. the pretrained encoder's training loss."""
   __getattr__ = dict.__getitem__
 
 
-def load_stream(cfg: ml_collections.ConfigDict, seed: int) -> Stream:
+def load_stream(cfg: ml_collections.ConfigDict, seed: int, workdir: str | None = None) -> Stream:
+  """The seed's task stream on the frozen encoder's embeddings. A pretrained
+  encoder's parameters are cached in `encoder.cache_dir`, else `workdir/cache`."""
   d = cfg.data
   if d.name == "toy2d":
     train, test = data_lib.toy2d(seed, d.n_train, d.n_test)
     tasks = data_lib.toy2d_tasks()
     key_data = lambda rng, b: jax.random.uniform(rng, (b, 2))
     return Stream(train=train, test=test, tasks=tasks, key_data=key_data,
-                  num_classes=8, dim=2)
+                  num_classes=8, dim=2, encoder_info={})
   if d.name == "digits":
     (x_tr, y_tr), (x_te, y_te), x_key = data_lib.digits(seed, d.key_init_source)
     num_classes, scale = 10, 1.0
@@ -72,8 +78,12 @@ def load_stream(cfg: ml_collections.ConfigDict, seed: int) -> Stream:
     raise ValueError(f"unknown data.name {d.name!r}")
   e = cfg.encoder
   # Fitted on the unlabelled key-init pool only: never sees task labels.
-  encoder = enc_lib.make_encoder(e.name, x_key, dim=e.dim, seed=e.seed, scale=scale)
   cache = e.cache_dir or None
+  param_cache = cache or (os.path.join(workdir, "cache") if workdir else None)
+  pretrain = e.get("pretrain")
+  encoder = enc_lib.make_encoder(e.name, x_key, dim=e.dim, seed=e.seed, scale=scale,
+                                 pretrain=pretrain.to_dict() if pretrain else None,
+                                 cache_dir=param_cache)
   ds = f"{d.name}-s{seed}"
   z_tr = enc_lib.cached_embed(encoder, x_tr, ds + "-train", cache)
   z_te = enc_lib.cached_embed(encoder, x_te, ds + "-test", cache)
@@ -81,7 +91,8 @@ def load_stream(cfg: ml_collections.ConfigDict, seed: int) -> Stream:
   order = stream_lib.class_order(num_classes, seed)
   tasks = stream_lib.make_tasks(order, cfg.stream.classes_per_task)
   return Stream(train=stream_lib.split_by_task(z_tr, y_tr, tasks), test=(z_te, y_te),
-                tasks=tasks, key_data=z_key, num_classes=num_classes, dim=encoder.dim)
+                tasks=tasks, key_data=z_key, num_classes=num_classes, dim=encoder.dim,
+                encoder_info=encoder.info)
 
 
 # ----------------------------------------------------------------------------
@@ -316,7 +327,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   if cfg.task != "dkvb":
     raise ValueError(f"config.task must be 'dkvb', got {cfg.task!r}")
   choices = {"data.name": (cfg.data.name, ("toy2d", "digits", "cifar10", "cifar100")),
-             "encoder.name": (cfg.encoder.name, ("identity", "pixels", "pca", "random_relu"))}
+             "encoder.name": (cfg.encoder.name, ENCODERS)}
   for name, m in cfg.models.items():
     choices[f"models.{name}.kind"] = (m.kind, MODEL_KINDS)
     choices[f"models.{name}.optimizer"] = (m.optimizer, ("sgd", "adam"))
@@ -328,6 +339,11 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   for key, (value, allowed) in choices.items():
     if value not in allowed:
       raise ValueError(f"config.{key}={value!r} not in {allowed}")
+  settable = {f.name for f in dataclasses.fields(pretrain_lib.PretrainConfig)} - {"dim", "seed"}
+  unknown = [k for k in (cfg.encoder.get("pretrain") or {}) if k not in settable]
+  if unknown:  # dim and seed come from encoder.dim / encoder.seed.
+    raise ValueError(f"config.encoder.pretrain has unknown keys {unknown}; "
+                     f"settable: {sorted(settable)}")
   only = [n for n in cfg.only.split(",") if n] if cfg.get("only") else []
   unknown = [n for n in only if n not in cfg.models]
   if unknown:
@@ -354,7 +370,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   results: dict[str, list] = {n: [] for n in only}
   try:
     for seed in config.seeds:
-      s = load_stream(config, seed)
+      s = load_stream(config, seed, workdir)
+      if s.encoder_info:
+        writer.write(0, s.encoder_info, kind=f"encoder/s{seed}")
+        print(f"[dkvb] seed {seed} encoder {config.encoder.name}: {s.encoder_info}", flush=True)
       for name in only:
         res = run_model(name, config.models[name], s, config, seed, writer, workdir)
         results[name].append(dict(seed=seed, **res))
