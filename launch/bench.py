@@ -91,7 +91,8 @@ def _optional_benches():
   """Benchmarks that other subsystems export as `bench_*() -> dict`."""
   out = {}
   for module, fn in (("research.dkvb.bench", "bench_lookup"),
-                     ("research.llm.bench", "bench_prefix_cache")):
+                     ("research.llm.bench", "bench_prefix_cache"),
+                     ("research.gpicl.bench", "bench_step_breakdown")):
     try:
       mod = __import__(module, fromlist=[fn])
       out[f"{module.split('.')[1]}_{fn[6:]}"] = getattr(mod, fn)
@@ -190,13 +191,13 @@ def main():
           f"MFU {r['mfu']:.2f}", flush=True)
   if not only:
     results["param_memory_by_strategy"] = param_memory_by_strategy()
-    for name, fn in _optional_benches().items():
-      if args.quick:
-        continue
-      try:
-        results["other"][name] = fn()
-      except Exception as e:  # A broken optional bench must not hide the others.
-        results["other"][name] = {"error": f"{type(e).__name__}: {e}"}
+  for name, fn in _optional_benches().items():
+    if args.quick or (only and name not in only):
+      continue
+    try:
+      results["other"][name] = fn()
+    except Exception as e:  # A broken optional bench must not hide the others.
+      results["other"][name] = {"error": f"{type(e).__name__}: {e}"}
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   with open(args.out, "w") as f:
     json.dump(results, f, indent=2, default=str)
