@@ -258,6 +258,12 @@ def build(config, mesh) -> experiment_lib.Experiment:
   def eval_batch(params, frozen_lm, pool, key):
     batch = sample(key, pool, config.eval.batch_size)
     _, m = losses.mend_loss(distiller, params, lm, frozen_lm, batch, **eval_kw)
+    # The no-prefix baseline: what S_D must beat (the LLM reads the query alone).
+    b = batch["query_ids"].shape[0]
+    none = jnp.zeros((b, 0, lm.config.d_model), jnp.float32)
+    zs = losses.student_logits(lm, frozen_lm, none, batch["query_ids"], batch["query_mask"])
+    nll, w = losses.ce_per_token(zs, batch["query_ids"], batch["target_mask"])
+    m["zero_shot_ce"] = losses.masked_mean(nll, w)
     return m
 
   def evaluate(params, step):
