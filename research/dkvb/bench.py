@@ -2,7 +2,7 @@
 
 `bench_lookup()` times, in one process, for 256 heads × 4096 keys × 14 dims at
 batch 256: the tiled top-1 lookup (`models.kv_bottleneck.nearest_keys`), the
-same search with all heads in one tile per key chunk (what the search did
+same search with all heads in one tile per key chunk (no head groups, as
 before tiling), and the naive one (all B×C×J distances at once, as
 `torch.cdist` + argmin does); then EMA key-initialisation steps (projection of
 a 2048-d embedding + lookup + EMA update + dead-key replacement) inside the
@@ -127,6 +127,7 @@ def bench_key_init(chunk_size: int = 1024, **size) -> dict[str, float]:
   keys, pool, to_q = _ema_setup(jax.random.key(1), p["key_init_examples"], p)
   steps = keys_lib.ema_num_steps(p["key_init_examples"], p["batch"], p["key_init_epochs"])
   jax.block_until_ready(pool)
+  load_start = os.getloadavg()[0]  # Other jobs on a shared machine stretch the wall time.
   t, c = time.perf_counter(), time.process_time()
   codebook, state = keys_lib.ema_init_keys(
       jax.random.key(2), pool, to_q, keys, num_steps=steps, batch_size=p["batch"],
@@ -134,7 +135,8 @@ def bench_key_init(chunk_size: int = 1024, **size) -> dict[str, float]:
   jax.block_until_ready(codebook)
   wall, cpu = time.perf_counter() - t, time.process_time() - c
   return {"key_init_e2e_s": wall, "key_init_e2e_cpu_s": cpu, "key_init_e2e_steps": steps,
-          "key_init_e2e_dead_keys_replaced": int(state.num_replaced)}
+          "key_init_e2e_dead_keys_replaced": int(state.num_replaced),
+          "key_init_e2e_load_avg_1m": [load_start, os.getloadavg()[0]]}
 
 
 def bench_toy(seed: int = 0) -> dict[str, float]:
@@ -165,11 +167,11 @@ def bench_toy(seed: int = 0) -> dict[str, float]:
 
 
 def _update(path: str, name: str, result: dict) -> None:
-  """Merge `result` into `path`'s `other[name]` (the `make bench` JSON) and its
+  """Replace `path`'s `other[name]` (the `make bench` JSON) by `result`, and its
   one-line entry in the Markdown next to it, leaving every other entry alone."""
   with open(path) as f:
     results = json.load(f)
-  results.setdefault("other", {}).setdefault(name, {}).update(result)
+  results.setdefault("other", {})[name] = result
   with open(path, "w") as f:
     json.dump(results, f, indent=2, default=str)
   md = os.path.splitext(path)[0] + ".md"
