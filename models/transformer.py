@@ -131,6 +131,10 @@ class Transformer(nn.Module):
   mlp_ratio: int = 4
   max_len: int = 100
   layout: Layout = "paper"
+  # Init std of the learned positional embeddings. The paper layout needs a
+  # previous-token head (attention by position); a larger init was probed as a
+  # plateau intervention (experiments/gpicl/README.md: no effect in 500 steps).
+  pos_init_std: float = 0.02
   attention: str = "xla"
   remat: bool = False
   dtype: str = "float32"  # Computation dtype; "bfloat16" keeps float32 master weights.
@@ -153,7 +157,8 @@ class Transformer(nn.Module):
 
     h = _param_dense(self.d_model, ("input", "embed"), "embed")(tokens)
     pos = self.param("pos_embed",
-                     nn.with_logical_partitioning(nn.initializers.normal(0.02), ("length", "embed")),
+                     nn.with_logical_partitioning(nn.initializers.normal(self.pos_init_std),
+                                                  ("length", "embed")),
                      (self.max_len, self.d_model))
     h = h + pos[positions][None]
     block = nn.remat(Block) if self.remat else Block

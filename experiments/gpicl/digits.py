@@ -46,6 +46,7 @@ def get_config(arg=None):
 
   c.data = ml_collections.ConfigDict(dict(
       dataset="digits", input_dim=64, num_classes=10, seq_len=32, split_seed=0,
+      pca_dim=0,                    # > 0: each set reduced to its top principal components.
       # "device": batches sampled inside the jitted step; "host": each process builds
       # its own rows (jax.make_array_from_process_local_data), the multi-host path.
       pipeline="device"))
@@ -57,6 +58,14 @@ def get_config(arg=None):
       permute_prob=1.0,             # Every task permutes its labels.
       bias_fraction=0.0,            # Fraction of each batch on task 0 (plateau intervention).
       sequences_per_task=1,         # Sequences per sampled task (the paper: 512 = 16 × 32).
+  ))
+  # Step-dependent curricula, all off (research/gpicl/curriculum.py): each moves
+  # from its start to the paper's setting over `steps` steps, after `hold_steps`.
+  c.curriculum = ml_collections.ConfigDict(dict(
+      steps=0, hold_steps=0,
+      num_tasks_start=0,            # Task pool grows geometrically from this to num_tasks.
+      classes_start=0,              # Classes per sequence grow from this to all.
+      loss_len_start=0,             # Loss on the first L_t positions, L_t up to seq_len.
   ))
   c.model = learners.learner_config(a.learner, "tiny" if a.tiny else "small", a.layout)
   c.optimizer = ml_collections.ConfigDict(dict(

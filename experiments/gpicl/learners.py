@@ -13,8 +13,8 @@ def learner_config(name: str, size: str = "small", layout: str = "query") -> ml_
   pick = lambda tiny, small, paper: {"tiny": tiny, "small": small, "paper": paper}[size]
   if name == "transformer":
     c = dict(num_layers=pick(1, 2, 4), num_heads=pick(2, 4, 8), head_dim=pick(8, 16, 32),
-             d_model=pick(16, 64, 256), mlp_ratio=4, layout=layout, attention="xla", remat=False,
-             dtype="float32")
+             d_model=pick(16, 64, 256), mlp_ratio=4, layout=layout, pos_init_std=0.02,
+             attention="xla", remat=False, dtype="float32")
   elif name == "lstm":
     c = dict(hidden_size=pick(16, 128, 256))
   elif name == "outer_lstm":

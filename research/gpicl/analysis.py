@@ -114,10 +114,19 @@ def plateau_length(steps: Sequence[float], loss_unbiased: Sequence[float], num_c
   return int(steps[first])
 
 
-def plateau_from_rows(rows: Iterable[dict], num_classes: int, **kw) -> int | None:
-  """`plateau_length` from metrics.jsonl train rows (falls back to `loss`)."""
-  rows = list(rows)
-  key = "loss_unbiased" if any("loss_unbiased" in r for r in rows) else "loss"
+def plateau_from_rows(rows: Iterable[dict], num_classes: int, *, start_step: int = 0,
+                      key: str | None = None, **kw) -> int | None:
+  """`plateau_length` from metrics.jsonl rows (train rows: `loss_unbiased`, else `loss`).
+
+  Only rows at `start_step` or later count: a curriculum's batches are not the
+  paper's distribution until it ends, so its run's train loss says nothing
+  about the plateau before then (a result of `start_step` means "left by the
+  end of the curriculum"). `key` reads another metric, e.g. the evaluation's
+  `unseen/loss_mean`, which every run measures on the paper's distribution.
+  """
+  rows = [r for r in rows if r.get("step", 0) >= start_step]
+  if key is None:
+    key = "loss_unbiased" if any("loss_unbiased" in r for r in rows) else "loss"
   steps, values = metrics_lib.series(rows, key)
   return plateau_length(steps, values, num_classes, **kw)
 

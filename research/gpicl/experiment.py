@@ -25,18 +25,45 @@ from research import sharding
 from research.data import offline
 from research.data import tfds as tfds_data
 from research.gpicl import analysis
+from research.gpicl import curriculum
 from research.gpicl import learners
 from research.gpicl import sampler
 
 REPORT_AFTER = (1, 5, 10)  # plus the last position
 
 
+def pca_reduce(x_fit, xs, dim: int):
+  """Projects each of `xs` on the top `dim` principal components of `x_fit`.
+
+  The components are rescaled so that a feature of `x_fit` has unit variance on
+  average (the z-normalisation the sets had before). Sets with at most `dim`
+  features are returned unchanged (they are zero-padded later).
+  """
+  if x_fit.shape[1] <= dim:
+    return list(xs)
+  mean = x_fit.mean(0)
+  _, _, vt = np.linalg.svd(x_fit - mean, full_matrices=False)
+  basis = vt[:dim].T
+  scale = np.sqrt(((x_fit - mean) @ basis).var(0).mean())
+  return [((x - mean) @ basis / scale).astype(np.float32) for x in xs]
+
+
 def _pools(config):
-  """Base train/test pools and unseen-dataset pools, padded to input_dim."""
+  """Base train/test pools and unseen-dataset pools, padded to input_dim.
+
+  With `data.pca_dim` > 0 every set is first reduced to its own top `pca_dim`
+  principal components (fitted on the split it trains on, or on all of an
+  evaluation-only set): a smaller input makes the paper layout's two-hop
+  circuit cheaper (experiments/gpicl/README.md).
+  """
   d = config.data
+  k = d.get("pca_dim", 0)
   base = offline.load(d.dataset, seed=d.split_seed, dim=d.input_dim)
-  pools = {"train": (offline.fit_dim(base.x_train, d.input_dim), base.y_train),
-           "test": (offline.fit_dim(base.x_test, d.input_dim), base.y_test)}
+  x_train, x_test = base.x_train, base.x_test
+  if k:
+    x_train, x_test = pca_reduce(base.x_train, (x_train, x_test), k)
+  pools = {"train": (offline.fit_dim(x_train, d.input_dim), base.y_train),
+           "test": (offline.fit_dim(x_test, d.input_dim), base.y_test)}
   classes = {"train": base.num_classes, "test": base.num_classes}
   for name in config.eval.datasets:
     other = offline.load(name, seed=d.split_seed, dim=d.input_dim)
@@ -46,6 +73,8 @@ def _pools(config):
       x, y = (other.x_test, other.y_test)
     else:
       x, y = np.concatenate([other.x_train, other.x_test]), np.concatenate([other.y_train, other.y_test])
+    if k:
+      x, = pca_reduce(x, (x,), k)
     pools[name] = (offline.fit_dim(x, d.input_dim), y)
     classes[name] = other.num_classes
   return pools, classes
@@ -83,7 +112,14 @@ def validate(config) -> None:
           f"config.data.pipeline={d.get('pipeline')!r}; use 'device' (sample inside the step) "
           f"or 'host' (each process builds its rows)")
   require(0.0 <= t.permute_prob <= 1.0, f"config.tasks.permute_prob={t.permute_prob} must be in [0, 1]")
+  pca_dim = d.get("pca_dim", 0)
+  require(isinstance(pca_dim, int) and 0 <= pca_dim <= d.input_dim,
+          f"config.data.pca_dim={pca_dim} must be an integer in [0, data.input_dim={d.input_dim}] "
+          f"(0 = no reduction)")
   for name in (d.dataset, *config.eval.datasets):
+    require(not (pca_dim and tfds_data.is_tfds(name)),
+            f"config.data.pca_dim={pca_dim} is for the offline sets; {name} is a TFDS image set "
+            f"(resized to data.input_dim instead): set data.pca_dim=0")
     require(name in offline.NAMES or name in offline.TFDS_NAMES,
             f"dataset {name!r} (config.data.dataset / config.eval.datasets) is unknown; offline "
             f"sets: {', '.join(offline.NAMES)}; TFDS sets: {', '.join(offline.TFDS_NAMES)}")
@@ -101,6 +137,7 @@ def validate(config) -> None:
   if "layout" in config.model:
     require(config.model.layout in ("paper", "query"),
             f"config.model.layout={config.model.layout!r}; use 'paper' or 'query'")
+  curriculum.validate(config, require)
 
 
 def build(config, mesh) -> experiment_lib.Experiment:
@@ -127,27 +164,30 @@ def build(config, mesh) -> experiment_lib.Experiment:
 
   per_task = t.get("sequences_per_task", 1)
 
-  def sample_n(train_pool, key, n):
-    """n training sequences (n/per_task tasks) from `key`."""
+  def sample_n(train_pool, key, n, step):
+    """n training sequences (n/per_task tasks) from `key`, at train step `step`."""
     k_ids, k_seq = jax.random.split(key)
+    # Curricula (research/gpicl/curriculum.py); without them these are the constants.
+    pool = curriculum.num_tasks(config, step)
+    classes = curriculum.classes_per_sequence(config, step, pool_classes["train"])
+    loss_len = jnp.full((n,), curriculum.loss_len(config, step), jnp.int32)
     if per_task > 1:  # The paper's grouping: G tasks × per_task sequences.
-      ids, biased = sampler.sample_task_ids(k_ids, n // per_task, t.num_tasks, t.bias_fraction,
+      ids, biased = sampler.sample_task_ids(k_ids, n // per_task, pool, t.bias_fraction,
                                             t.get("bias_num_tasks", 1))
       x, y = sampler.make_grouped_sequences(k_seq, ids, per_task, *train_pool, d.seq_len,
-                                            pool_classes["train"], **task_kw)
-      return {"x": x, "y": y, "biased": jnp.repeat(biased, per_task)}
-    ids, biased = sampler.sample_task_ids(k_ids, n, t.num_tasks, t.bias_fraction,
+                                            pool_classes["train"], classes=classes, **task_kw)
+      return {"x": x, "y": y, "biased": jnp.repeat(biased, per_task), "loss_len": loss_len}
+    ids, biased = sampler.sample_task_ids(k_ids, n, pool, t.bias_fraction,
                                           t.get("bias_num_tasks", 1))
     # Optional curriculum: biased sequences share task 0's projection and differ
     # only in their label permutation, so only the context identifies them.
     proj_ids = jnp.where(biased, 0, ids) if t.get("bias_shared_projection", False) else None
-    x, y = sampler.make_sequences(k_seq, ids, *train_pool, d.seq_len,
-                                  pool_classes["train"], proj_ids=proj_ids, **task_kw)
-    return {"x": x, "y": y, "biased": biased}
+    x, y = sampler.make_sequences(k_seq, ids, *train_pool, d.seq_len, pool_classes["train"],
+                                  proj_ids=proj_ids, classes=classes, **task_kw)
+    return {"x": x, "y": y, "biased": biased, "loss_len": loss_len}
 
   def sample_batch(frozen, key, step):
-    del step  # No curriculum.
-    return sample_n(frozen["train"], key, config.train.batch_size)
+    return sample_n(frozen["train"], key, config.train.batch_size, step)
 
   host_batch = None
   if pipeline == "host":
@@ -158,26 +198,30 @@ def build(config, mesh) -> experiment_lib.Experiment:
     host_pool = jax.device_put(pools_np["train"], cpu)
 
     @jax.jit
-    def sample_blocks(key, blocks, pool):
-      out = jax.vmap(lambda b: sample_n(pool, jax.random.fold_in(key, b), per_task))(blocks)
+    def sample_blocks(key, blocks, pool, step):
+      out = jax.vmap(lambda b: sample_n(pool, jax.random.fold_in(key, b), per_task, step))(blocks)
       return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), out)
 
     def host_batch(key, start, stop, step):
-      del step
       if start % per_task or stop % per_task:
         raise ValueError(f"this process holds batch rows [{start}, {stop}), which split a group "
                          f"of tasks.sequences_per_task={per_task}; use a batch of whole groups "
                          f"per process")
       blocks = np.arange(start // per_task, stop // per_task, dtype=np.int32)
-      rows = sample_blocks(jax.device_put(key, cpu), jax.device_put(blocks, cpu), host_pool)
+      rows = sample_blocks(jax.device_put(key, cpu), jax.device_put(blocks, cpu), host_pool,
+                           jax.device_put(np.int32(step), cpu))
       return jax.tree.map(np.asarray, rows)
 
   def loss_fn(params, frozen, batch, key):
     del frozen, key  # Deterministic learners; dropout would use the key.
     logits = model.apply({"params": params}, batch["x"], batch["y"])
     ce, acc = per_position_metrics(logits, batch["y"])
+    # The loss-length curriculum trains on the first loss_len positions only.
+    counted = (jnp.arange(ce.shape[1])[None] < batch["loss_len"][:, None]).astype(ce.dtype)
+    loss = (ce * counted).sum() / jnp.maximum(counted.sum(), 1.0)
     # With a biased distribution the total loss drops to (1-bias)·ln C once task 0
-    # is memorised; the plateau is read off the unbiased sequences only.
+    # is memorised; the plateau is read off the unbiased sequences only, over all
+    # positions whatever the curriculum (one yardstick for every run).
     unbiased = 1.0 - batch["biased"].astype(jnp.float32)
     n_unbiased = jnp.maximum(unbiased.sum(), 1.0)
     metrics = {
@@ -186,7 +230,9 @@ def build(config, mesh) -> experiment_lib.Experiment:
         "loss_unbiased": (ce.mean(1) * unbiased).sum() / n_unbiased,
         "accuracy_unbiased": (acc.mean(1) * unbiased).sum() / n_unbiased,
     }
-    return ce.mean(), metrics
+    if config.get("curriculum") is not None:
+      metrics["loss_counted"] = loss
+    return loss, metrics
 
   # ---- Evaluation: fixed keys, so every evaluation sees the same sequences.
   n_eval = config.eval.num_sequences
@@ -234,6 +280,7 @@ def build(config, mesh) -> experiment_lib.Experiment:
           metrics[f"{name}/acc_after_{k}"] = float(acc[k])
       metrics[f"{name}/acc_last"] = float(acc[-1])
       metrics[f"{name}/loss_last"] = float(ce[-1])
+      metrics[f"{name}/loss_mean"] = float(ce.mean())
       metrics[f"{name}/improvement"] = float(acc[-1] - acc[0])
       metrics[f"{name}/acc_curve"] = [round(float(a), 5) for a in acc]
     return metrics
@@ -242,13 +289,24 @@ def build(config, mesh) -> experiment_lib.Experiment:
     del params
     # The plateau length joins the final metrics (the trainer writes `final` to
     # final_metrics.json after this returns); train rows are on process 0's disk.
-    plateau = analysis.plateau_from_rows(metrics_lib.read_metrics(workdir, "train"), num_classes)
+    # A curriculum's own batches are easier: its train loss counts only once it ends.
+    end = curriculum.end_step(config)
+    plateau = analysis.plateau_from_rows(metrics_lib.read_metrics(workdir, "train"), num_classes,
+                                         start_step=end)
+    # The same yardstick on the paper's distribution: unseen tasks' mean loss, per eval.
+    plateau_eval = analysis.plateau_from_rows(metrics_lib.read_metrics(workdir, "eval"),
+                                              num_classes, key="unseen/loss_mean")
     final["plateau_steps"] = plateau
+    final["plateau_steps_eval"] = plateau_eval
     final["phase"] = analysis.classify_phase(final, pool_classes["test"])
     text = icl_table(final, eval_sets, d.seq_len, chance)
-    text += (f"\nplateau: loss_unbiased left ln {num_classes} - {analysis.PLATEAU_MARGIN} at step "
-             f"{plateau}" if plateau is not None else
-             f"\nplateau: loss_unbiased never left ln {num_classes} - {analysis.PLATEAU_MARGIN}")
+    bound = f"ln {num_classes} - {analysis.PLATEAU_MARGIN}"
+    since = f" (rows from step {end}, the curriculum's end)" if end else ""
+    text += (f"\nplateau: loss_unbiased left {bound} at step {plateau}{since}" if plateau is not None
+             else f"\nplateau: loss_unbiased never left {bound}{since}")
+    text += (f"\nplateau (eval, unseen/loss_mean): left {bound} at step {plateau_eval}"
+             if plateau_eval is not None else
+             f"\nplateau (eval, unseen/loss_mean): never left {bound}")
     text += f"\nphase: {final['phase']}"
     if jax.process_index() == 0:
       plot_icl_curves(final, eval_sets, chance, os.path.join(workdir, "icl_curves.png"),

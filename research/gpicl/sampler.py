@@ -44,9 +44,11 @@ def identity_task(dim: int, num_classes: int) -> Task:
   return Task(jnp.eye(dim), jnp.zeros((dim,)), jnp.arange(num_classes, dtype=jnp.int32))
 
 
-def sample_task_ids(key, batch: int, num_tasks: int, bias_fraction: float = 0.0,
+def sample_task_ids(key, batch: int, num_tasks, bias_fraction: float = 0.0,
                     bias_num_tasks: int = 1):
   """Training ids in [0, num_tasks); a `bias_fraction` of sequences use task 0.
+
+  `num_tasks` may be a traced int (a curriculum over the pool size).
 
   Returns (ids [B] int32, biased [B] bool). The biased distribution is the
   paper's plateau intervention: a fixed task fills part of every batch. With
@@ -69,10 +71,21 @@ def sample_unseen_ids(key, batch: int):
   return UNSEEN_OFFSET + jax.random.randint(key, (batch,), 0, 2**30 - 1, dtype=jnp.int32)
 
 
-def sample_examples(key, x_pool, y_pool, seq_len: int):
-  """`seq_len` fresh base examples: without replacement when the pool allows."""
+def sample_examples(key, x_pool, y_pool, seq_len: int, classes=None, num_classes: int = 0):
+  """`seq_len` fresh base examples: without replacement when the pool allows.
+
+  `classes` (optional, int, may be traced): draw only from a random subset of
+  that many of the pool's `num_classes` classes (a curriculum; the subset's
+  examples must number at least `seq_len`).
+  """
   n = x_pool.shape[0]
-  idx = jax.random.choice(key, n, (seq_len,), replace=n < seq_len)
+  if classes is None:
+    idx = jax.random.choice(key, n, (seq_len,), replace=n < seq_len)
+    return x_pool[idx], y_pool[idx]
+  k_classes, k_idx = jax.random.split(key)
+  rank = jax.random.permutation(k_classes, num_classes)  # Class c is kept iff rank[c] < classes.
+  keep = (rank[y_pool] < classes).astype(jnp.float32)
+  idx = jax.random.choice(k_idx, n, (seq_len,), replace=n < seq_len, p=keep / keep.sum())
   return x_pool[idx], y_pool[idx]
 
 
@@ -81,18 +94,20 @@ def apply_task(task: Task, x, y):
 
 
 def make_sequences(key, ids, x_pool, y_pool, seq_len: int, num_classes: int, *,
-                   task_seed=0, proj_std=None, bias_std=0.0, permute_prob=1.0, proj_ids=None):
+                   task_seed=0, proj_std=None, bias_std=0.0, permute_prob=1.0, proj_ids=None,
+                   classes=None):
   """One sequence per id: fresh examples from the pool, transformed by task `id`.
 
   `proj_ids` (optional, [B]) takes the projection and bias from another task
   than the permutation: sequences that share a projection differ only in their
-  labels, so nothing but the context tells them apart.
+  labels, so nothing but the context tells them apart. `classes`: see
+  `sample_examples`.
   """
   dim = x_pool.shape[1]
   kw = dict(proj_std=proj_std, bias_std=bias_std, permute_prob=permute_prob)
 
   def one(k, task_id, proj_id):
-    x, y = sample_examples(k, x_pool, y_pool, seq_len)
+    x, y = sample_examples(k, x_pool, y_pool, seq_len, classes, num_classes)
     task = task_from_id(task_seed, task_id, dim, num_classes, **kw)
     if proj_ids is not None:
       proj = task_from_id(task_seed, proj_id, dim, num_classes, **kw)
@@ -105,7 +120,7 @@ def make_sequences(key, ids, x_pool, y_pool, seq_len: int, num_classes: int, *,
 
 def make_grouped_sequences(key, ids, per_task: int, x_pool, y_pool, seq_len: int,
                            num_classes: int, *, task_seed=0, proj_std=None, bias_std=0.0,
-                           permute_prob=1.0):
+                           permute_prob=1.0, classes=None):
   """`per_task` sequences for each of the G ids (the paper's 16 tasks × 32
   sequences per batch): each task's d×d projection is built once, not once per
   sequence, which is what makes 32×32×3 inputs affordable. Returns [G·per_task, L, ·].
@@ -114,7 +129,8 @@ def make_grouped_sequences(key, ids, per_task: int, x_pool, y_pool, seq_len: int
   tasks = jax.vmap(lambda i: task_from_id(task_seed, i, dim, num_classes, proj_std=proj_std,
                                           bias_std=bias_std, permute_prob=permute_prob))(ids)
   keys = jax.random.split(key, groups * per_task).reshape(groups, per_task)
-  x, y = jax.vmap(jax.vmap(lambda k: sample_examples(k, x_pool, y_pool, seq_len)))(keys)
+  x, y = jax.vmap(jax.vmap(
+      lambda k: sample_examples(k, x_pool, y_pool, seq_len, classes, num_classes)))(keys)
   x = jnp.einsum("gsld,gde->gsle", x, tasks.proj) + tasks.bias[:, None, None, :]
   y = jax.vmap(lambda perm, labels: perm[labels])(tasks.perm, y)
   return x.reshape(groups * per_task, seq_len, dim), y.reshape(groups * per_task, seq_len)

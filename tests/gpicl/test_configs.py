@@ -64,3 +64,27 @@ def test_shared_projection_changes_only_labels():
   np.testing.assert_allclose(x, x0)
   np.testing.assert_array_equal(y, y_own)
   assert not np.allclose(x, x_own)
+
+
+def test_pca_dim_reduces_every_set():
+  """data.pca_dim: each set on its own top components, unit mean variance; checked config."""
+  from experiments.gpicl import digits
+  from research import config as config_lib
+  from research.gpicl import experiment as gpicl
+  c = digits.get_config("tiny")
+  c.data.update(pca_dim=8, input_dim=8)
+  c.eval.datasets = ("wine", "iris")
+  pools, _ = gpicl._pools(c)
+  for name, (x, _) in pools.items():
+    assert x.shape[1] == 8, name
+  x = pools["train"][0]
+  np.testing.assert_allclose(x.var(0).mean(), 1.0, rtol=1e-4)
+  assert np.all(np.diff(x.var(0)) <= 1e-6)  # Components in order of variance.
+  assert np.allclose(pools["iris"][0][:, 4:], 0.0)  # 4 features: padded, not reduced.
+  c.data.pca_dim = 16
+  with pytest.raises(config_lib.ConfigError, match="pca_dim=16"):
+    gpicl.validate(c)
+  c.data.update(pca_dim=8, input_dim=196)
+  c.eval.datasets = ("tfds:mnist",)
+  with pytest.raises(config_lib.ConfigError, match="TFDS"):
+    gpicl.validate(c)

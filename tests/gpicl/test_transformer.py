@@ -1,4 +1,5 @@
 """The GPICL transformer: shapes, causality in both layouts, gradients."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -108,3 +109,10 @@ def test_remat_gives_same_gradients():
   ga, gb = jax.grad(loss(a))(params), jax.grad(loss(b))(params)
   for u, v in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
     np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+
+
+def test_pos_init_std_scales_positional_embeddings():
+  x, y = _data()
+  for std in (0.02, 1.0):
+    pos = _model("paper", pos_init_std=std).init(jax.random.key(0), x, y)["params"]["pos_embed"]
+    assert abs(float(jnp.std(nn.unbox(pos))) - std) < 0.25 * std
