@@ -3,6 +3,15 @@ r"""State size vs parameter count (paper Fig. 9): LSTMs of growing hidden size
 about linear in h).
 
   python -m launch.sweep experiments/gpicl/sweep_state_size.py --run
+  python -m launch.sweep experiments/gpicl/sweep_state_size.py --run --arg curriculum
+
+`--arg curriculum`: four learners chosen so that state and parameters vary apart
+(LSTM h 32 / 128, outer-product LSTM 8 x 1 / 16 x 2: state 32 / 128 / 64 / 512,
+parameters 12k / 159k / 1.9k / 14k), trained 3000 steps with the classes-per-sequence
+curriculum of paper_layout_cpu.py compressed (2 classes for 1000 steps, then to
+10 by step 2500), since without it no recurrent learner left the plateau.
+`--arg curriculum_long`: LSTM 128 and outer-product LSTM 16 x 2 with the transformer's
+schedule (2 classes for 1500 steps, then to 10 by step 4500), 6000 steps.
 
 Paper: unseen-task accuracy follows accessible state size better than parameter
 count. The transformer's point comes from sweep_learners.py. Measured here: experiments/gpicl/README.md.
@@ -13,7 +22,31 @@ LSTM_HIDDEN = [32, 128, 512]
 OUTER = [(8, 1), (16, 2), (32, 4)]  # (hidden_size, num_heads)
 
 
+CURRICULUM = {
+    "train.num_steps": 3000, "train.eval_every": 500, "eval.datasets": ("wine",),
+    "curriculum.classes_start": 2, "curriculum.hold_steps": 1000, "curriculum.steps": 1500,
+}
+CURRICULUM_RUNS = [("lstm", {"model.hidden_size": 32}), ("lstm", {"model.hidden_size": 128}),
+                   ("outer_lstm", {"model.hidden_size": 8, "model.num_heads": 1}),
+                   ("outer_lstm", {"model.hidden_size": 16, "model.num_heads": 2})]
+
+
+# The transformer's schedule (paper_layout_cpu.py) for the two learners whose
+# comparison matters most: more state (outer 16 x 2) vs more parameters (LSTM 128).
+CURRICULUM_LONG = dict(CURRICULUM, **{"train.num_steps": 6000, "train.eval_every": 1000,
+                                      "curriculum.hold_steps": 1500, "curriculum.steps": 3000})
+
+
 def get_sweep(arg=None):
+  if arg in ("curriculum", "curriculum_long"):
+    runs = []
+    chosen = CURRICULUM_RUNS if arg == "curriculum" else CURRICULUM_RUNS[1::2]
+    for learner, sizes in chosen:
+      spec, shared = sweep_common.base(None, learner=learner)
+      shared.pop("model.num_layers", None)
+      runs.append(dict(shared, config=spec, **sizes,
+                       **(CURRICULUM if arg == "curriculum" else CURRICULUM_LONG)))
+    return runs[0]["config"], runs
   runs = []
   spec, shared = sweep_common.base(arg, learner="lstm")
   shared.pop("model.num_layers", None)

@@ -31,11 +31,36 @@ def test_bias_pool_of_k_tasks():
 def test_paper_layout_cpu_tiny(workdir):
   from experiments.gpicl import paper_layout_cpu
   cfg = paper_layout_cpu.get_config("tiny")
-  assert cfg.model.layout == "paper" and cfg.tasks.bias_num_tasks == 16
-  assert cfg.tasks.bias_shared_projection
+  assert cfg.model.layout == "paper" and cfg.curriculum.classes_start == 2
+  assert cfg.tasks.bias_fraction == 0.0
   final = experiment.run(cfg, workdir)
-  assert "plateau_steps" in final and final["phase"] in ("none", "memorisation",
-                                                         "task_identification", "learning_to_learn")
+  assert "plateau_steps" in final and "plateau_steps_eval" in final
+  assert final["phase"] in ("none", "memorisation", "task_identification", "learning_to_learn")
+  # The control and the earlier biased-pool variant stay reachable.
+  off = paper_layout_cpu.get_config("classes_start=0")
+  assert off.curriculum.classes_start == 0 and off.curriculum.steps == 0
+  pool = paper_layout_cpu.get_config("classes_start=0,bias_fraction=0.5,bias_num_tasks=16,"
+                                     "shared_projection=True")
+  assert pool.tasks.bias_num_tasks == 16 and pool.tasks.bias_shared_projection
+
+
+@pytest.mark.parametrize("stage", ["tiny", "probe", "long", "classes"])
+def test_paper_layout_sweep_stages(stage, tmp_path):
+  """Each stage of sweep_paper_layout expands into its own directory; tiny runs."""
+  path = os.path.join(ROOT, "experiments", "gpicl", "sweep_paper_layout.py")
+  runs = sweep.expand(path, stage, str(tmp_path))
+  assert runs and all(f"sweep_paper_layout_{stage}" in r.workdir for r in runs)
+  assert all(":layout=paper" in r.config or "layout=paper" in r.config for r in runs)
+  if stage != "tiny":
+    return
+  cwd = os.getcwd()
+  os.chdir(ROOT)
+  try:
+    for run in runs:
+      final = experiment.run(sweep.resolve_config(run), run.workdir)
+      assert 0.0 <= final["unseen/acc_last"] <= 1.0, run.name
+  finally:
+    os.chdir(cwd)
 
 
 @pytest.mark.slow

@@ -93,3 +93,15 @@ def test_run_is_idempotent(tmp_path):
   assert second == {"ran": [], "skipped": [r.name for r in runs], "failed": []}
   for r in runs:
     assert os.path.exists(os.path.join(r.workdir, sweep.RUN_INFO))
+
+
+@pytest.mark.parametrize("arg, n, hold", [("curriculum", 4, 1000), ("curriculum_long", 2, 1500)])
+def test_state_size_curriculum_stages(arg, n, hold, tmp_path):
+  """The recurrent learners' curriculum stages: own directory, the class curriculum on."""
+  runs = sweep.expand(_path("sweep_state_size"), arg, root=str(tmp_path))
+  assert len(runs) == n and all(f"sweep_state_size_{arg}" in r.workdir for r in runs)
+  for r in runs:
+    assert r.overrides["curriculum.classes_start"] == 2
+    assert r.overrides["curriculum.hold_steps"] == hold
+    config = sweep.resolve_config(r)
+    assert config.model.name in ("lstm", "outer_lstm")
