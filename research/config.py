@@ -95,6 +95,11 @@ def _flatten(d: Any, prefix: str = "") -> dict:
 ADDED_KEYS = {
     "data.pipeline": "device",          # GPICL: batches sampled inside the step.
     "tasks.sequences_per_task": 1,      # GPICL: one sequence per sampled task.
+    "data.pca_dim": 0,                  # GPICL: no PCA.
+    "model.pos_init_std": 0.02,         # GPICL transformer: the positional init it had.
+    "curriculum.steps": 0, "curriculum.hold_steps": 0,  # GPICL: no curriculum.
+    "curriculum.num_tasks_start": 0, "curriculum.classes_start": 0,
+    "curriculum.loss_len_start": 0,
 }
 
 

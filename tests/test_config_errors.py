@@ -123,7 +123,7 @@ def test_keys_added_later_resume_at_their_old_default():
   import json
   c = tiny()
   saved = json.loads(config_lib.to_json(c))
-  del saved["data"]["pipeline"], saved["tasks"]["sequences_per_task"]
+  del saved["data"]["pipeline"], saved["tasks"]["sequences_per_task"], saved["curriculum"]
   config_lib.check_resume_compatible(json.dumps(saved), c)
   with pytest.raises(config_lib.ConfigError, match="data.pipeline"):
     config_lib.check_resume_compatible(json.dumps(saved), tiny(**{"data.pipeline": "host"}))
