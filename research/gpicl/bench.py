@@ -11,23 +11,16 @@ which part holds the step's MFU down. `launch.bench` runs it as `gpicl_step_brea
 """
 from __future__ import annotations
 
-import time
-
 import jax
 import jax.numpy as jnp
+
+from research import flops as flops_lib
 
 L, D, H, HD, F, LAYERS = 100, 256, 8, 32, 1024, 4
 
 
-def _median_time(fn, *args, repeats=5):
-  fn = jax.jit(fn)
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return sorted(times)[repeats // 2]
+def _median_time(fn, *args):
+  return flops_lib.time_fn(jax.jit(fn), *args, repeats=5)
 
 
 def _dense_loss(w, x):
@@ -62,7 +55,6 @@ def _elementwise_loss(x, wide):
 def bench_step_breakdown(batch: int = 64) -> dict:
   """Seconds and fraction of the f32 matmul peak for each part (fwd + bwd)."""
   from models import transformer  # pylint: disable=import-outside-toplevel
-  from research import flops as flops_lib  # pylint: disable=import-outside-toplevel
   peak = flops_lib.matmul_peak(n=1536, repeats=3)
   k = jax.random.split(jax.random.key(0), 6)
   tokens = batch * L

@@ -1,0 +1,12 @@
+"""The step-breakdown benchmark runs and accounts for its parts (tiny batch)."""
+from research.gpicl import bench
+
+
+def test_step_breakdown_reports_every_part():
+  r = bench.bench_step_breakdown(batch=2)
+  shares = [r[p]["share_of_parts_time"] for p in ("dense", "attention", "elementwise")]
+  assert abs(sum(shares) - 1.0) < 1e-6 and min(shares) > 0
+  # FLOP counts are exact formulas; the model's comes from XLA and must exceed its
+  # weight matmuls' alone.
+  assert r["model"]["flops"] > 3 * 2 * 2 * 100 * 4 * (256 * 768 + 256 * 256 + 2 * 256 * 1024)
+  assert 0 < r["dense"]["fraction_of_peak"] and r["elementwise"]["fraction_of_peak"] is None
