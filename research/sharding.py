@@ -152,11 +152,7 @@ def process_rows(batch_sharding: NamedSharding, global_batch: int) -> tuple[int,
 def put_boxed(tree: Any, rules, mesh: Mesh) -> Any:
   """A host tree whose leaves may be `nn.Partitioned` (identical on every process) as
   global arrays sharded by the logical rules: e.g. a frozen LLM, FSDP-sharded."""
-  shardings = tree_shardings(tree, rules, mesh)
-  def put(x, s):
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
-  return jax.tree.map(put, nn.unbox(tree), shardings)
+  return jax.tree.map(put_global, nn.unbox(tree), tree_shardings(tree, rules, mesh))
 
 
 def batch_axis_size(mesh: Mesh, rules) -> int:
@@ -169,10 +165,16 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def put_global(x: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A host array (identical on every process) as a global array with `sharding`:
+  each process places only the shards its devices hold."""
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
 def put_replicated(x: np.ndarray, mesh: Mesh) -> jax.Array:
   """A host array (identical on every process) as a replicated global array."""
-  x = np.asarray(x)
-  return jax.make_array_from_callback(x.shape, replicated(mesh), lambda idx: x[idx])
+  return put_global(x, replicated(mesh))
 
 
 def to_host(tree: Any) -> Any:

@@ -110,6 +110,27 @@ def _demos(root, task, k, seed):
                                        k, seed)
 
 
+
+def write_method(writer, method: str, agg: dict) -> None:
+  """One method's mean, per-task scores and efficiency as metric rows."""
+  writer.write(0, {f"{method}/mean": agg["mean"],
+                   **{f"{method}/{t}": v for t, v in agg["per_task"].items()}}, kind="eval")
+  writer.write(0, {f"{method}/{k}": v for k, v in agg["efficiency"].items()},
+               kind="efficiency")
+
+
+def partition_means(root, methods: dict, test_tasks, partition: str, trained=()) -> dict:
+  """Means over the meta-test tasks of every partition whose tasks were all evaluated;
+  methods in `trained` belong to `partition` (trained on its meta-train tasks) only."""
+  out = {}
+  for name in icl_data.list_partitions(root):
+    part = icl_data.load_partition(root, name)
+    if set(part.test) <= set(test_tasks):
+      out[name] = {m: float(np.mean([r["per_task"][t] for t in part.test]))
+                   for m, r in methods.items() if m not in trained or name == partition}
+  return out
+
+
 def evaluate(config, root: str, adapter, params, tok, vocab_size: int, writer=None,
              partial_path: str = "") -> dict[str, Any]:
   """All methods × meta-test tasks × seeds; returns the results dict."""
@@ -188,20 +209,10 @@ def evaluate(config, root: str, adapter, params, tok, vocab_size: int, writer=No
     if partial_path:  # Long CPU runs: keep what is done if the run is stopped.
       harness.write_results(results, partial_path)
     if writer is not None:
-      writer.write(0, {f"{method}/mean": agg["mean"],
-                       **{f"{method}/{t}": v for t, v in agg["per_task"].items()}}, kind="eval")
-      writer.write(0, {f"{method}/{k}": v for k, v in agg["efficiency"].items()},
-                   kind="efficiency")
-  # Means over the meta-test tasks of every partition whose tasks were all evaluated.
-  results["partitions"] = {}
-  for name in icl_data.list_partitions(root):
-    part = icl_data.load_partition(root, name)
-    if set(part.test) <= set(test_tasks):
-      # The soft prompt belongs to the partition it was trained on.
-      results["partitions"][name] = {
-          m: float(np.mean([r["per_task"][t] for t in part.test]))
-          for m, r in results["methods"].items()
-          if m != "prompt_tuning" or name == config.data.partition}
+      write_method(writer, method, agg)
+  # The soft prompt belongs to the partition it was trained on.
+  results["partitions"] = partition_means(root, results["methods"], test_tasks,
+                                          config.data.partition, trained=("prompt_tuning",))
   if "zero_shot" in results["methods"] and "icl" in results["methods"]:
     z, i = results["methods"]["zero_shot"]["per_task"], results["methods"]["icl"]["per_task"]
     results["icl_gain"] = {t: i[t] - z[t] for t in test_tasks}

@@ -281,19 +281,11 @@ def run(config, workdir: str) -> dict[str, Any]:
       agg["workdir"] = path
       results["methods"][name] = agg
       results["mend_methods"].append(name)
-      writer.write(0, {f"{name}/mean": agg["mean"],
-                       **{f"{name}/{t}": v for t, v in agg["per_task"].items()}}, kind="eval")
-      writer.write(0, {f"{name}/{k}": v for k, v in agg["efficiency"].items()},
-                   kind="efficiency")
+      icl_experiment.write_method(writer, name, agg)
     # Partition means again, now with the distillers (each belongs to its partition).
-    for pname in icl_data.list_partitions(root):
-      part = icl_data.load_partition(root, pname)
-      if set(part.test) <= set(test_tasks):
-        results["partitions"][pname] = {
-            m: float(np.mean([r["per_task"][t] for t in part.test]))
-            for m, r in results["methods"].items()
-            if (m != "prompt_tuning" and m not in results["mend_methods"])
-            or pname == config.data.partition}
+    results["partitions"] = icl_experiment.partition_means(
+        root, results["methods"], test_tasks, config.data.partition,
+        trained=("prompt_tuning", *results["mend_methods"]))
     results["wall_seconds"] = time.perf_counter() - start
     results["config"] = json.loads(config.to_json())
     js, md = harness.write_results(results, os.path.join(workdir, "mend_results"))
