@@ -30,6 +30,32 @@ def paper_tokens(x: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
   return jnp.concatenate([x, prev], axis=-1)
 
 
+def query_layout_tokens(x: jax.Array, y: jax.Array, num_classes: int):
+  """The "query" layout's two tokens per example: (context, query), each [B, L, dx + C + 1].
+
+  context c_t = x_t ⊕ onehot(y_t) ⊕ 0 (an example with its label);
+  query   q_t = x_t ⊕ 0 ⊕ 1           (the same input, label unknown; predicts y_t).
+  """
+  b, length, _ = x.shape
+  onehot = jax.nn.one_hot(y, num_classes, dtype=x.dtype)
+  ctx = jnp.concatenate([x, onehot, jnp.zeros((b, length, 1), x.dtype)], -1)
+  qry = jnp.concatenate([x, jnp.zeros_like(onehot), jnp.ones((b, length, 1), x.dtype)], -1)
+  return ctx, qry
+
+
+def interleaved_tokens(x: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
+  """Query layout for recurrent learners: q_0, c_0, q_1, c_1, ... -> [B, 2L, dx + C + 1].
+
+  The output read at q_t (even positions) predicts y_t from c_0..c_{t-1} and x_t; the
+  label y_t only enters with c_t, after it. Unlike `paper_tokens`, each input arrives
+  in the same token as its label, so storing an (input, label) pair needs no carrying
+  of x_{t-1} to the next step.
+  """
+  ctx, qry = query_layout_tokens(x, y, num_classes)
+  b, length, d = ctx.shape
+  return jnp.stack([qry, ctx], axis=2).reshape(b, 2 * length, d)
+
+
 def dense(features: int, axes: Sequence[str | None], *, use_bias: bool = True,
           kernel_init: Initializer = nn.initializers.lecun_normal(),
           name: str | None = None) -> nn.Dense:

@@ -6,9 +6,13 @@ All follow the GPICL learner interface:
   logits[:, t] predicts y[:, t] from x[:, :t+1] and y[:, :t] only.
   learner.state_size(seq_len) -> accessible state size (the paper's x-axis).
 
-The recurrent learners read the paper's tokens (`layers.paper_tokens`):
-token t = concat(x_t, onehot(y_{t-1})), zeros for the label at t = 0; the output
-at t predicts y_t. As in the released code (`learned_optimization/research/
+The recurrent learners read the paper's tokens by default (`layout="paper"`,
+`layers.paper_tokens`): token t = concat(x_t, onehot(y_{t-1})), zeros for the label
+at t = 0; the output at t predicts y_t. `layout="query"` reads the transformer's
+query layout interleaved (`layers.interleaved_tokens`: q_0, c_0, q_1, c_1, ...,
+twice the steps, outputs read at the queries), where an input and its label arrive
+in one token; state size and parameter count are the same apart from one more
+input feature. As in the released code (`learned_optimization/research/
 data_driven`), tokens first pass a 2-layer ReLU MLP of width `embed_dim`
 (default: the hidden size) and the recurrent output is read out by one linear
 layer to the classes.
@@ -44,6 +48,19 @@ class TokenMLP(nn.Module):
     return nn.relu(layers.dense(self.width, ("mlp", "embed"), name="out")(h))
 
 
+def _tokens(layout: str, x: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
+  if layout == "paper":
+    return layers.paper_tokens(x, y, num_classes)
+  if layout == "query":
+    return layers.interleaved_tokens(x, y, num_classes)
+  raise ValueError(f"unknown layout {layout!r}; use 'paper' or 'query'")
+
+
+def _query_outputs(layout: str, hs: jax.Array) -> jax.Array:
+  """The outputs that predict y_t: every step (paper), the query steps q_t (query)."""
+  return hs[:, 0::2] if layout == "query" else hs
+
+
 def _time_major_scan(step, carry, xs):
   """Scans `step` over axis 1 of every leaf of `xs`; returns outputs with time on axis 1."""
   xs = jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), xs)
@@ -54,16 +71,22 @@ def _time_major_scan(step, carry, xs):
 class LSTM(nn.Module):
   """LSTM with hidden size h on the paper's tokens.
 
-  Cell (gates i, f, g, o from x_t and h_{t-1}; forget bias +1 as in Sonnet):
-    c_t = sigmoid(f + 1) * c_{t-1} + sigmoid(i) * tanh(g);  h_t = sigmoid(o) * tanh(c_t).
+  Cell (gates i, f, g, o from x_t and h_{t-1}; forget bias b_f = `forget_bias`, +1 as
+  in Sonnet by default):
+    c_t = sigmoid(f + b_f) * c_{t-1} + sigmoid(i) * tanh(g);  h_t = sigmoid(o) * tanh(c_t).
+  At init the cell keeps sigmoid(b_f) of itself per step: 0.73 for b_f = 1, so an
+  example 40 steps back weighs 0.73^40 ≈ 4e-6 and gradients toward remembering the
+  context are tiny; b_f = 3 (0.95 per step) keeps it at 0.13.
 
-  Parameters (e = embed_dim, D = dx + C):
+  Parameters (e = embed_dim, D = dx + C, + 1 in the query layout):
     (D + 1) e + (e + 1) e  [token MLP]  +  4 h (e + h + 1)  [cell]  +  (h + 1) C  [readout].
   State size (paper): h. (The carried state is (h_t, c_t), 2h numbers.)
   """
   num_classes: int
   hidden_size: int = 256
   embed_dim: int | None = None
+  layout: str = "paper"
+  forget_bias: float = 1.0
 
   def state_size(self, seq_len: int) -> int:
     del seq_len
@@ -72,7 +95,7 @@ class LSTM(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, y: jax.Array) -> jax.Array:
     h, e = self.hidden_size, self.embed_dim or self.hidden_size
-    z = TokenMLP(e, name="token_mlp")(layers.paper_tokens(x, y, self.num_classes))
+    z = TokenMLP(e, name="token_mlp")(_tokens(self.layout, x, y, self.num_classes))
     w_x = layers.logical_param(self, "w_x", _kernel_init(), (e, 4, h), ("embed", None, "mlp"))
     w_h = layers.logical_param(self, "w_h", _kernel_init(), (h, 4, h), ("state", None, "mlp"))
     b = layers.logical_param(self, "b", nn.initializers.zeros, (4, h), (None, "mlp"))
@@ -82,12 +105,12 @@ class LSTM(nn.Module):
       h_prev, c_prev = carry
       g = gx_t + jnp.einsum("bs,sgk->bgk", h_prev, w_h)
       i, f, c_in, o = g[:, 0], g[:, 1], g[:, 2], g[:, 3]
-      c = nn.sigmoid(f + 1.0) * c_prev + nn.sigmoid(i) * jnp.tanh(c_in)
+      c = nn.sigmoid(f + self.forget_bias) * c_prev + nn.sigmoid(i) * jnp.tanh(c_in)
       h_new = nn.sigmoid(o) * jnp.tanh(c)
       return (h_new, c), h_new
 
     zeros = jnp.zeros((x.shape[0], h), gx.dtype)
-    hs = _time_major_scan(step, (zeros, zeros), gx)
+    hs = _query_outputs(self.layout, _time_major_scan(step, (zeros, zeros), gx))
     return layers.dense(self.num_classes, ("mlp", "classes"), name="readout")(hs)
 
 
@@ -101,9 +124,10 @@ class OuterProductLSTM(nn.Module):
   row factors a_i, a_g, a_f, column factors b_i, b_g, b_f, a query q and an output
   gate o (8 vectors of size h):
     I = s tanh(a_i) ⊗ tanh(b_i),  G = s tanh(a_g) ⊗ tanh(b_g),  F = s tanh(a_f) ⊗ tanh(b_f)
-    C_t = sigmoid(F + 1) ⊙ C_{t-1} + sigmoid(I) ⊙ G            (h × h, elementwise gates)
+    C_t = sigmoid(F + b_f) ⊙ C_{t-1} + sigmoid(I) ⊙ G          (h × h, elementwise gates)
     h_t = sigmoid(o) ⊙ tanh(C_tᵀ q)                              (size h; heads concatenated)
-  with s = softplus(key_scale) a learned scalar (init softplus(0)). The linear map
+  with s = softplus(key_scale) a learned scalar (init softplus(0)) and the forget
+  bias b_f = `forget_bias` (as in `LSTM`). The linear map
   emits only vectors (8·n·h outputs for n heads), never an h×h matrix, so the
   cell has twice the parameters of an LSTM with n·h units, 8 n h (e + n h + 1)
   vs 4 n h (e + n h + 1), while its state is n·h², h/2 times more per parameter. Parameters grow
@@ -111,7 +135,7 @@ class OuterProductLSTM(nn.Module):
   recurrent input, as in any LSTM); state grows as h². State size and parameter
   count therefore vary separately, which the paper's state-size experiment needs.
 
-  Parameters (e = embed_dim, D = dx + C, n = heads):
+  Parameters (e = embed_dim, D = dx + C (+ 1 in the query layout), n = heads):
     (D + 1) e + (e + 1) e  [token MLP]  +  8 n h (e + n h + 1) + 1  [cell]  +  (n h + 1) C  [readout].
   State size (paper): n h². (The carried state also holds h_t, n h numbers.)
   """
@@ -119,6 +143,8 @@ class OuterProductLSTM(nn.Module):
   hidden_size: int = 32
   num_heads: int = 1
   embed_dim: int | None = None
+  layout: str = "paper"
+  forget_bias: float = 1.0
 
   def state_size(self, seq_len: int) -> int:
     del seq_len
@@ -129,7 +155,7 @@ class OuterProductLSTM(nn.Module):
     n, h = self.num_heads, self.hidden_size
     e = self.embed_dim or h
     batch = x.shape[0]
-    z = TokenMLP(e, name="token_mlp")(layers.paper_tokens(x, y, self.num_classes))
+    z = TokenMLP(e, name="token_mlp")(_tokens(self.layout, x, y, self.num_classes))
     w_x = layers.logical_param(self, "w_x", _kernel_init(), (e, n, 8, h),
                                ("embed", "heads", None, "mlp"))
     w_h = layers.logical_param(self, "w_h", _kernel_init(), (n * h, n, 8, h),
@@ -145,13 +171,13 @@ class OuterProductLSTM(nn.Module):
       cols = jnp.tanh(g[:, :, 3:6])
       q, o = g[:, :, 6], g[:, :, 7]
       gate_i, gate_g, gate_f = jnp.moveaxis(jnp.einsum("bnfi,bnfj->bnfij", rows, cols), 2, 0)
-      c = nn.sigmoid(gate_f + 1.0) * c_prev + nn.sigmoid(gate_i) * gate_g
+      c = nn.sigmoid(gate_f + self.forget_bias) * c_prev + nn.sigmoid(gate_i) * gate_g
       read = jnp.einsum("bnij,bni->bnj", c, q)
       h_new = nn.sigmoid(o) * jnp.tanh(read)
       return (h_new.reshape(batch, n * h), c), h_new
 
     carry = (jnp.zeros((batch, n * h), gx.dtype), jnp.zeros((batch, n, h, h), gx.dtype))
-    hs = _time_major_scan(step, carry, gx)  # [B, L, n, h]
+    hs = _query_outputs(self.layout, _time_major_scan(step, carry, gx))  # [B, L, n, h]
     w_out = layers.logical_param(self, "w_out", _kernel_init(num_in_axes=2),
                                  (n, h, self.num_classes), ("heads", "mlp", "classes"))
     b_out = layers.logical_param(self, "b_out", nn.initializers.zeros, (self.num_classes,),

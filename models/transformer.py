@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models.layers import paper_tokens
+from models.layers import paper_tokens, query_layout_tokens
 
 Layout = Literal["paper", "query"]
 
@@ -104,11 +104,8 @@ class Block(nn.Module):
 
 def query_tokens(x, y, num_classes):
   """Query layout: [context c_0..c_{L-1}, queries q_0..q_{L-1}], positions, mask."""
-  b, length, _ = x.shape
-  onehot = jax.nn.one_hot(y, num_classes, dtype=x.dtype)
-  zeros_label = jnp.zeros_like(onehot)
-  ctx = jnp.concatenate([x, onehot, jnp.zeros((b, length, 1), x.dtype)], -1)
-  qry = jnp.concatenate([x, zeros_label, jnp.ones((b, length, 1), x.dtype)], -1)
+  length = x.shape[1]
+  ctx, qry = query_layout_tokens(x, y, num_classes)
   tokens = jnp.concatenate([ctx, qry], axis=1)
   i = jnp.arange(length)
   causal = i[None, :] <= i[:, None]          # c_i -> c_i' for i' <= i

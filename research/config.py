@@ -97,6 +97,9 @@ ADDED_KEYS = {
     "tasks.sequences_per_task": 1,      # GPICL: one sequence per sampled task.
     "data.pca_dim": 0,                  # GPICL: no PCA.
     "model.pos_init_std": 0.02,         # GPICL transformer: the positional init it had.
+    "model.layout": "paper",            # GPICL LSTMs: they always read the paper's tokens.
+    "model.forget_bias": 1.0,           # GPICL LSTMs: Sonnet's forget bias.
+    "init_from": "",                    # MEND stage 1: started from the distiller's own init.
     "curriculum.steps": 0, "curriculum.hold_steps": 0,  # GPICL: no curriculum.
     "curriculum.num_tasks_start": 0, "curriculum.classes_start": 0,
     "curriculum.loss_len_start": 0,

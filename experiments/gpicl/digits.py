@@ -17,7 +17,8 @@ Command:
   python -m launch.main --config experiments/gpicl/digits.py --workdir runs/gpicl_digits
 Variants:
   :tiny                      a few steps, for tests
-  :layout=paper              the paper's token layout
+  :layout=paper              the paper's token layout ("" = the learner's default:
+                             query for the transformer, paper for LSTMs)
   :num_tasks=256             fewer tasks (task identification instead of learning)
   :learner=lstm              any learner of experiments/gpicl/learners.py
 
@@ -38,7 +39,7 @@ from experiments import common
 from experiments.gpicl import learners
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, tiny=False, layout="query", num_tasks=2**16, seed=0, steps=0,
+  a = common.parse_arg(arg, tiny=False, layout="", num_tasks=2**16, seed=0, steps=0,
                        learner="transformer")
   c = ml_collections.ConfigDict()
   c.task = "gpicl"

@@ -17,12 +17,15 @@ B, L, DX, C = 2, 6, 5, 3
 LEARNERS = {
     "lstm": lambda: recurrent.LSTM(C, hidden_size=8),
     "outer_lstm": lambda: recurrent.OuterProductLSTM(C, hidden_size=4, num_heads=2),
+    "lstm_query": lambda: recurrent.LSTM(C, hidden_size=8, layout="query"),
+    "outer_lstm_query": lambda: recurrent.OuterProductLSTM(C, hidden_size=4, num_heads=2,
+                                                           layout="query"),
     "mlp": lambda: recurrent.ContextFreeMLP(C, hidden_size=8),
     # A large inner learning rate so that one example visibly moves the next prediction.
     "sgd": lambda: la.SGDLearner(C, input_dim=DX, hidden_size=8, learning_rate=0.1),
     "maml": lambda: la.MAML(C, input_dim=DX, hidden_size=8, learning_rate=0.1),
 }
-CONTEXT_LEARNERS = ["lstm", "outer_lstm", "sgd", "maml"]
+CONTEXT_LEARNERS = ["lstm", "outer_lstm", "lstm_query", "outer_lstm_query", "sgd", "maml"]
 
 
 def _batch(seed=0, batch=B, length=L):
@@ -61,6 +64,19 @@ def test_paper_tokens_layout():
   np.testing.assert_array_equal(tokens[1, 2, 2:], [0, 1, 0])
 
 
+def test_interleaved_tokens_layout():
+  """q_0, c_0, q_1, c_1, ...: a query carries x_t and the flag, its context x_t and y_t."""
+  x = jnp.arange(2 * 3 * 2, dtype=jnp.float32).reshape(2, 3, 2)
+  y = jnp.array([[2, 0, 1], [1, 1, 0]], jnp.int32)
+  tokens = layers.interleaved_tokens(x, y, 3)
+  assert tokens.shape == (2, 6, 6)
+  np.testing.assert_array_equal(tokens[:, 0::2, :2], x)
+  np.testing.assert_array_equal(tokens[:, 1::2, :2], x)
+  np.testing.assert_array_equal(tokens[:, 0::2, 2:], np.tile([0, 0, 0, 1], (2, 3, 1)))
+  np.testing.assert_array_equal(tokens[0, 1::2, 2:5], np.eye(3)[[2, 0, 1]])
+  np.testing.assert_array_equal(tokens[:, 1::2, 5], 0.0)
+
+
 @pytest.mark.parametrize("name", sorted(LEARNERS))
 def test_shapes(name):
   model, variables = _init(name)
@@ -94,7 +110,7 @@ def test_causality(name):
       assert np.abs(out[:, t] - base[:, t]).max() > 1e-5, f"y_{t - 1} does not reach logits[:, {t}]"
 
 
-@pytest.mark.parametrize("name", ["lstm", "outer_lstm", "mlp", "maml"])
+@pytest.mark.parametrize("name", ["lstm", "outer_lstm", "outer_lstm_query", "mlp", "maml"])
 def test_gradients_reach_every_parameter(name):
   model, variables = _init(name)
   x, y = _batch(seed=4)
@@ -139,6 +155,13 @@ def test_state_size_and_param_count_formulas():
     assert model.state_size(100) == n * h * h
     assert _num_params(model) == (
         (d_tok + 1) * e + (e + 1) * e + 8 * n * h * (e + n * h + 1) + 1 + (n * h + 1) * C)
+  # The query layout adds one input feature (the query flag) and nothing else.
+  for cls, kw in [(recurrent.LSTM, dict(hidden_size=8)),
+                  (recurrent.OuterProductLSTM, dict(hidden_size=4, num_heads=2))]:
+    paper, query = cls(C, **kw), cls(C, layout="query", **kw)
+    assert query.state_size(100) == paper.state_size(100)
+    # One more input row in the token MLP's first layer, of width e = hidden_size.
+    assert _num_params(query) == _num_params(paper) + kw["hidden_size"]
   # Context-free MLP: no state.
   model = recurrent.ContextFreeMLP(C, hidden_size=8)
   assert model.state_size(100) == 0
