@@ -12,6 +12,8 @@ Variants:
   :tiny            tiny random LLM + distiller, a few steps (tests)
   :steps=N         number of steps
   :distiller=random  a fresh small Llama distiller instead of the LLM's first 4 layers
+  --config.init_from=DIR  start from the distiller of an earlier stage-1 run (its newest
+                   checkpoint; new optimizer state and schedule): stage 1 continued
 Measured: see experiments/mend/README.md (filled from real runs only).
 """
 import ml_collections
@@ -27,6 +29,7 @@ def get_config(arg=None):
   c.seed = a.seed
   c.model = base.llm_section(a.tiny)
   c.distiller = base.distiller_section(a.tiny, a.distiller)
+  c.init_from = ""  # A stage-1 workdir to continue from; "" = the distiller's own init.
   c.data = ml_collections.ConfigDict(dict(
       corpus="offline", num_documents=0, tfds_data_dir="", window=160, min_tokens=40))
   c.loss = ml_collections.ConfigDict(dict(ce_weight=0.0, kl_weight=1.0))

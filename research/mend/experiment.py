@@ -12,7 +12,8 @@ Only the distiller's parameters are trainable (`init_params`); the frozen LLM's
 parameters are a `frozen` input of the step (placed once, sharded by the same
 logical rules as everything else) and never reach the optimizer. Stage 2 starts
 from a stage-1 workdir (`config.init_from`, its newest checkpoint restored with orbax)
-or from scratch ("" = MEND without stage 1).
+or from scratch ("" = MEND without stage 1); stage 1 can continue an earlier stage-1
+run the same way (a new optimizer and schedule, the distiller's weights kept).
 
 Validation (what `evaluate` reports, and the only thing checkpoint selection could look
 at): stage 1, held-out documents; stage 2, rows held out from the *meta-train* tasks
@@ -229,7 +230,7 @@ def build(config, mesh) -> experiment_lib.Experiment:
         key, dict(pool, max_count=max_count), n, config.data.k, td)
 
   restored = None
-  if stage == 2 and config.init_from:
+  if config.get("init_from"):  # Stage 2 from stage 1, or stage 1 continued.
     restored = restore_params(config.init_from)
 
   def init_params(key):

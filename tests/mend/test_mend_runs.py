@@ -49,6 +49,11 @@ def test_pretrain_finetune_evaluate_tiny(tmp_path):
   final = experiment.run(cfg, ft)
   assert np.isfinite(final["val_ce"]) and np.isfinite(final["val_zero_shot_ce"])
 
+  # Stage 1 continued from an earlier stage-1 run starts from its distiller.
+  cont = mend_experiment.build(_with(pt_cfg.get_config("tiny"), init_from=pt), mesh)
+  init = jax.tree.map(np.asarray, nn.unbox(cont.init_params(jax.random.key(9))))
+  jax.tree.map(np.testing.assert_array_equal, init, restored)
+
   # The HyperTuning-style ablation (CE only) and MEND without stage 1.
   ht = str(tmp_path / "ht")
   experiment.run(_with(ft_cfg.get_config("tiny,kl=0"), **{"data.suite_dir": suite}), ht)
