@@ -13,6 +13,15 @@ curriculum of paper_layout_cpu.py compressed (2 classes for 1000 steps, then to
 `--arg curriculum_long`: LSTM 128 and outer-product LSTM 16 x 2 with the transformer's
 schedule (2 classes for 1500 steps, then to 10 by step 4500), 6000 steps.
 
+`--arg random`: the paper's Random dataset (one random 64-dim image per class, so
+a task is ten (input, label) pairs to store and recall in context; projections and
+permutations as for every dataset) in the query layout (input and label in one
+token), where recurrent learners do learn in context on this CPU. Two pairs with
+matched parameter counts and very different state: LSTM 32 (state 32, 12k params)
+vs outer-product LSTM 16 x 2 (512, 14k); LSTM 128 (128, 159k) vs outer-product
+LSTM 32 x 4 (4096, 170k); plus LSTM 512 (state 512 like outer 16 x 2, 170x its
+parameters). 3000 steps each; `random_long`: the same at 6000 steps.
+
 Paper: unseen-task accuracy follows accessible state size better than parameter
 count. The transformer's point comes from sweep_learners.py. Measured here: experiments/gpicl/README.md.
 """
@@ -37,7 +46,24 @@ CURRICULUM_LONG = dict(CURRICULUM, **{"train.num_steps": 6000, "train.eval_every
                                       "curriculum.hold_steps": 1500, "curriculum.steps": 3000})
 
 
+RANDOM = {"data.dataset": "random", "train.num_steps": 3000, "train.eval_every": 1000,
+          "eval.datasets": ("digits",)}
+RANDOM_RUNS = [("lstm", {"model.hidden_size": 32}),
+               ("outer_lstm", {"model.hidden_size": 16, "model.num_heads": 2}),
+               ("lstm", {"model.hidden_size": 128}),
+               ("outer_lstm", {"model.hidden_size": 32, "model.num_heads": 4}),
+               ("lstm", {"model.hidden_size": 512})]
+
+
 def get_sweep(arg=None):
+  if arg in ("random", "random_long"):
+    steps = {"random": {}, "random_long": {"train.num_steps": 6000}}[arg]
+    runs = []
+    for learner, sizes in RANDOM_RUNS:
+      spec, shared = sweep_common.base(None, learner=learner, layout="query")
+      shared.pop("model.num_layers", None)
+      runs.append(dict(shared, config=spec, **sizes, **RANDOM, **steps))
+    return runs[0]["config"], runs
   if arg in ("curriculum", "curriculum_long"):
     runs = []
     chosen = CURRICULUM_RUNS if arg == "curriculum" else CURRICULUM_RUNS[1::2]

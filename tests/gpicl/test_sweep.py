@@ -105,3 +105,12 @@ def test_state_size_curriculum_stages(arg, n, hold, tmp_path):
     assert r.overrides["curriculum.hold_steps"] == hold
     config = sweep.resolve_config(r)
     assert config.model.name in ("lstm", "outer_lstm")
+
+
+def test_state_size_random_stage(tmp_path):
+  """The Random-dataset stage: query layout, matched-parameter pairs, own directory."""
+  runs = sweep.expand(_path("sweep_state_size"), "random", root=str(tmp_path))
+  assert len(runs) == 5 and all("sweep_state_size_random" in r.workdir for r in runs)
+  configs = [sweep.resolve_config(r) for r in runs]
+  assert all(c.data.dataset == "random" and c.model.layout == "query" for c in configs)
+  assert len({r.workdir for r in runs}) == 5
