@@ -107,10 +107,12 @@ def test_state_size_curriculum_stages(arg, n, hold, tmp_path):
     assert config.model.name in ("lstm", "outer_lstm")
 
 
-def test_state_size_random_stage(tmp_path):
-  """The Random-dataset stage: query layout, matched-parameter pairs, own directory."""
-  runs = sweep.expand(_path("sweep_state_size"), "random", root=str(tmp_path))
-  assert len(runs) == 5 and all("sweep_state_size_random" in r.workdir for r in runs)
+@pytest.mark.parametrize("arg, n, steps", [("random", 5, 3000), ("random_long", 2, 10000)])
+def test_state_size_random_stages(arg, n, steps, tmp_path):
+  """The Random-dataset stages: query layout, own directory, their step counts."""
+  runs = sweep.expand(_path("sweep_state_size"), arg, root=str(tmp_path))
+  assert len(runs) == n and all(f"sweep_state_size_{arg}/" in r.workdir for r in runs)
   configs = [sweep.resolve_config(r) for r in runs]
   assert all(c.data.dataset == "random" and c.model.layout == "query" for c in configs)
-  assert len({r.workdir for r in runs}) == 5
+  assert all(c.train.num_steps == steps for c in configs)
+  assert len({r.workdir for r in runs}) == n
