@@ -21,7 +21,8 @@ matched parameter counts and very different state: LSTM 32 (state 32, 12k params
 vs outer-product LSTM 16 x 2 (512, 14k); LSTM 128 (128, 159k) vs outer-product
 LSTM 32 x 4 (4096, 170k); plus LSTM 512 (state 512 like outer 16 x 2, 170x its
 parameters). 3000 steps each; `random_long`: the two LSTMs (32, 128) at 10000 steps, to
-tell a longer plateau from a missing ability.
+tell a longer plateau from a missing ability; `random_seeds`: LSTM 32, outer-product
+LSTM 16 x 2 and LSTM 128 at 3000 steps with seeds 1 and 2 (seed 0 is `random`).
 
 Paper: unseen-task accuracy follows accessible state size better than parameter
 count. The transformer's point comes from sweep_learners.py. Measured here: experiments/gpicl/README.md.
@@ -57,14 +58,20 @@ RANDOM_RUNS = [("lstm", {"model.hidden_size": 32}),
 
 
 def get_sweep(arg=None):
-  if arg in ("random", "random_long"):
-    steps = {"random": {}, "random_long": {"train.num_steps": 10000, "train.eval_every": 2000}}[arg]
-    chosen = RANDOM_RUNS if arg == "random" else [RANDOM_RUNS[0], RANDOM_RUNS[2]]
+  if arg in ("random", "random_long", "random_seeds"):
+    steps = {"random_long": {"train.num_steps": 10000, "train.eval_every": 2000}}.get(arg, {})
+    chosen = {"random": RANDOM_RUNS, "random_long": [RANDOM_RUNS[0], RANDOM_RUNS[2]],
+              "random_seeds": RANDOM_RUNS[:3]}[arg]
+    seeds = [1, 2] if arg == "random_seeds" else [0]
     runs = []
     for learner, sizes in chosen:
       spec, shared = sweep_common.base(None, learner=learner, layout="query")
       shared.pop("model.num_layers", None)
-      runs.append(dict(shared, config=spec, **sizes, **dict(RANDOM, **steps)))
+      for seed in seeds:
+        run = dict(shared, config=spec, **sizes, **dict(RANDOM, **steps))
+        if arg == "random_seeds":
+          run["seed"] = seed
+        runs.append(run)
     return runs[0]["config"], runs
   if arg in ("curriculum", "curriculum_long"):
     runs = []

@@ -107,7 +107,8 @@ def test_state_size_curriculum_stages(arg, n, hold, tmp_path):
     assert config.model.name in ("lstm", "outer_lstm")
 
 
-@pytest.mark.parametrize("arg, n, steps", [("random", 5, 3000), ("random_long", 2, 10000)])
+@pytest.mark.parametrize("arg, n, steps", [("random", 5, 3000), ("random_long", 2, 10000),
+                                           ("random_seeds", 6, 3000)])
 def test_state_size_random_stages(arg, n, steps, tmp_path):
   """The Random-dataset stages: query layout, own directory, their step counts."""
   runs = sweep.expand(_path("sweep_state_size"), arg, root=str(tmp_path))
