@@ -57,39 +57,32 @@ RANDOM_RUNS = [("lstm", {"model.hidden_size": 32}),
                ("lstm", {"model.hidden_size": 512})]
 
 
+def _run(arg, learner, overrides, layout=None):
+  """One run of a recurrent `learner`: the CPU-scale base without the transformer's
+  `model.num_layers`, plus `overrides`."""
+  spec, shared = sweep_common.base(arg, learner=learner, layout=layout)
+  shared.pop("model.num_layers", None)
+  return dict(shared, config=spec, **overrides)
+
+
 def get_sweep(arg=None):
   if arg in ("random", "random_long", "random_seeds"):
     steps = {"random_long": {"train.num_steps": 10000, "train.eval_every": 2000}}.get(arg, {})
     chosen = {"random": RANDOM_RUNS, "random_long": [RANDOM_RUNS[0], RANDOM_RUNS[2]],
               "random_seeds": RANDOM_RUNS[:3]}[arg]
-    seeds = [1, 2] if arg == "random_seeds" else [0]
-    runs = []
-    for learner, sizes in chosen:
-      spec, shared = sweep_common.base(None, learner=learner, layout="query")
-      shared.pop("model.num_layers", None)
-      for seed in seeds:
-        run = dict(shared, config=spec, **sizes, **dict(RANDOM, **steps))
-        if arg == "random_seeds":
-          run["seed"] = seed
-        runs.append(run)
+    # Seed 0 is the config's default: the `random` runs carry no seed override.
+    seeds = [{"seed": 1}, {"seed": 2}] if arg == "random_seeds" else [{}]
+    stage = dict(RANDOM, **steps)
+    runs = [_run(None, learner, dict(sizes, **stage, **seed), layout="query")
+            for learner, sizes in chosen for seed in seeds]
     return runs[0]["config"], runs
   if arg in ("curriculum", "curriculum_long"):
-    runs = []
     chosen = CURRICULUM_RUNS if arg == "curriculum" else CURRICULUM_RUNS[1::2]
-    for learner, sizes in chosen:
-      spec, shared = sweep_common.base(None, learner=learner)
-      shared.pop("model.num_layers", None)
-      runs.append(dict(shared, config=spec, **sizes,
-                       **(CURRICULUM if arg == "curriculum" else CURRICULUM_LONG)))
+    stage = CURRICULUM if arg == "curriculum" else CURRICULUM_LONG
+    runs = [_run(None, learner, dict(sizes, **stage)) for learner, sizes in chosen]
     return runs[0]["config"], runs
-  runs = []
-  spec, shared = sweep_common.base(arg, learner="lstm")
-  shared.pop("model.num_layers", None)
-  sizes = [8] if arg == "tiny" else LSTM_HIDDEN
-  runs += [dict(shared, config=spec, **{"model.hidden_size": h}) for h in sizes]
-  spec, shared = sweep_common.base(arg, learner="outer_lstm")
-  shared.pop("model.num_layers", None)
-  sizes = [(4, 1)] if arg == "tiny" else OUTER
-  runs += [dict(shared, config=spec, **{"model.hidden_size": h, "model.num_heads": k})
-           for h, k in sizes]
+  lstm = [{"model.hidden_size": h} for h in ([8] if arg == "tiny" else LSTM_HIDDEN)]
+  outer = [{"model.hidden_size": h, "model.num_heads": k}
+           for h, k in ([(4, 1)] if arg == "tiny" else OUTER)]
+  runs = [_run(arg, "lstm", o) for o in lstm] + [_run(arg, "outer_lstm", o) for o in outer]
   return runs[0]["config"], runs
