@@ -27,3 +27,11 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     except (ValueError, SyntaxError):
       out[key] = value
   return ml_collections.ConfigDict(out)
+
+
+def tiny_train(c, *, num_steps: int, batch_size: int, log_every: int = 2,
+               eval_every: int = 3) -> None:
+  """The train settings of every config's `:tiny` variant (tests)."""
+  c.train.update(num_steps=num_steps, batch_size=batch_size, log_every=log_every,
+                 eval_every=eval_every, checkpoint_every=eval_every, tensorboard=False,
+                 progress=False)

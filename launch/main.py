@@ -51,10 +51,10 @@ def main(argv):
   config, workdir = _CONFIG.value, _WORKDIR.value
   if not workdir:
     raise app.UsageError("--workdir is required")
-  from research import checkpoint, config as config_lib, experiment
+  from research import errors, train
   try:
-    experiment.run(config, workdir)
-  except (config_lib.ConfigError, checkpoint.CheckpointMismatch) as e:
+    train.run(config, workdir)
+  except errors.BAD_INPUT as e:
     # Bad input: one clear line, nothing saved is touched.
     print(f"error: {e}", file=sys.stderr, flush=True)
     return 2

@@ -2,13 +2,31 @@
 
 A plain module of small functions and modules; model files import from here.
 """
+import contextvars
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 
 Initializer = Callable[..., jax.Array]
+
+# (mesh, logical rules) while the trainer traces a step (research.sharding.activation_rules).
+ACTIVATION_SHARDING: contextvars.ContextVar = contextvars.ContextVar("activation_sharding",
+                                                                     default=None)
+
+
+def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
+  """Shards activation `x` by logical axis names (one per dimension) under the
+  trainer's rules, e.g. the MLP hidden units over "model" for tensor parallelism;
+  a no-op outside a sharded trainer step."""
+  ctx = ACTIVATION_SHARDING.get()
+  if ctx is None:
+    return x
+  mesh, rules = ctx
+  spec = nn.logical_to_mesh_axes(tuple(axes), rules)
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(*spec)))
 
 
 def paper_tokens(x: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:

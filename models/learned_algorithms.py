@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from models import layers
+from models.registry import LEARNERS
 
 _INNER_AXES = {"w1": ("input", "mlp"), "b1": ("mlp",), "w2": ("mlp", "classes"),
                "b2": ("classes",)}
@@ -138,6 +139,11 @@ def online_adam_logits(params0, x: jax.Array, y: jax.Array, *, learning_rate: fl
   return logits.reshape(num_chunks * remat_chunk, -1)[:length]
 
 
+_INNER_SIZES = {"tiny": dict(hidden_size=16), "small": dict(hidden_size=128),
+                "paper": dict(hidden_size=128)}
+
+
+@LEARNERS.register("sgd", needs={"input_dim": "input_dim"}, sizes=_INNER_SIZES)
 class SGDLearner(nn.Module):
   """Online Adam on an MLP (hidden `hidden_size`, lr `learning_rate`); θ_0 not learned.
 
@@ -186,6 +192,7 @@ class SGDLearner(nn.Module):
     return jax.vmap(run, in_axes=(0 if batched else None, 0, 0))(params0, x, y.astype(jnp.int32))
 
 
+@LEARNERS.register("maml", needs={"input_dim": "input_dim"}, sizes=_INNER_SIZES)
 class MAML(SGDLearner):
   """The `SGDLearner` whose initialisation θ_0 is meta-learned (Flax params w1, b1, w2, b2)."""
   meta_learn_init: bool = True

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from models import layers
+from models.registry import LEARNERS
 
 def _kernel_init(num_in_axes: int = 1):
   """Truncated normal with variance 1 / fan_in, fan_in = product of the leading `num_in_axes` dims.
@@ -68,6 +69,8 @@ def _time_major_scan(step, carry, xs):
   return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), ys)
 
 
+@LEARNERS.register("lstm", sizes={"tiny": dict(hidden_size=16), "small": dict(hidden_size=128),
+                                  "paper": dict(hidden_size=256)})
 class LSTM(nn.Module):
   """LSTM with hidden size h on the paper's tokens.
 
@@ -114,6 +117,9 @@ class LSTM(nn.Module):
     return layers.dense(self.num_classes, ("mlp", "classes"), name="readout")(hs)
 
 
+@LEARNERS.register("outer_lstm", sizes={"tiny": dict(hidden_size=8, num_heads=1),
+                                        "small": dict(hidden_size=16, num_heads=2),
+                                        "paper": dict(hidden_size=32, num_heads=8)})
 class OuterProductLSTM(nn.Module):
   """LSTM whose cell is a matrix per head: state heads x h x h ("outer-product LSTM").
 
@@ -185,6 +191,8 @@ class OuterProductLSTM(nn.Module):
     return jnp.einsum("blnk,nkc->blc", hs, w_out) + b_out
 
 
+@LEARNERS.register("mlp", sizes={"tiny": dict(hidden_size=16), "small": dict(hidden_size=128),
+                                 "paper": dict(hidden_size=256)})
 class ContextFreeMLP(nn.Module):
   """MLP on x_t alone (no context): it cannot learn in context, only memorise.
 

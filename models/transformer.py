@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from models.layers import paper_tokens, query_layout_tokens
+from models.registry import LEARNERS
 
 Layout = Literal["paper", "query"]
 
@@ -118,6 +119,13 @@ def query_tokens(x, y, num_classes):
   return tokens, positions, mask
 
 
+@LEARNERS.register(
+    "transformer", needs={"max_len": "seq_len"},
+    # The query layout leaves the loss plateau much sooner on CPU (experiments/gpicl/README.md).
+    config_defaults={"layout": "query"},
+    sizes={"tiny": dict(num_layers=1, num_heads=2, head_dim=8, d_model=16),
+           "small": dict(num_layers=2, num_heads=4, head_dim=16, d_model=64),
+           "paper": dict(num_layers=4, num_heads=8, head_dim=32, d_model=256)})
 class Transformer(nn.Module):
   """GPICL transformer learner (see module docstring for the layouts)."""
   num_classes: int

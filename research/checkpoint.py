@@ -14,10 +14,13 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from research.errors import ConfigError
 
-def manager(workdir: str, *, max_to_keep: int, async_save: bool = True) -> ocp.CheckpointManager:
+
+def manager(workdir: str, *, max_to_keep: int, async_save: bool = True,
+            create: bool = True) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save)
+      max_to_keep=max_to_keep, create=create, enable_async_checkpointing=async_save)
   return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
                                options=options)
 
@@ -34,9 +37,10 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
                       tree, shardings)
 
 
-def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any):
-  """Returns (state, meta) of the newest restorable checkpoint, or (None, None)."""
-  for step in sorted(mngr.all_steps(), reverse=True):
+def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None = None):
+  """Returns (state, meta) of the newest restorable checkpoint (at most `step`), or
+  (None, None)."""
+  for step in sorted((s for s in mngr.all_steps() if step is None or s <= step), reverse=True):
     try:
       out = mngr.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
@@ -52,7 +56,7 @@ def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any):
   return None, None
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(ConfigError):
   pass
 
 

@@ -8,11 +8,16 @@ tensor parallel are then rule sets, not code changes:
   FSDP: ("batch", "data"), ("embed", "data")   params and Adam moments sharded
   TP:   ("batch", "data"), ("mlp", "model"), ("heads", "model"), ("vocab", "model")
 
-Every logical axis must have a rule (None = replicated), and every sharded
-dimension must divide by its mesh axes: both are checked before compiling.
+The mapping itself is flax's (`nn.logical_to_mesh_sharding`; activations use
+`nn.with_logical_constraint` inside `activation_rules`). What this module adds,
+before anything compiles: a logical name must either have a rule or be one of the
+`KNOWN_AXES` the models use (those without a rule are replicated; any other name
+is a typo and fails), rules may only name mesh axes that exist, and every sharded
+dimension must divide by its mesh axes.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any, Sequence
 
@@ -21,7 +26,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from research import config as config_lib
+from research.errors import ConfigError
 
 RULE_SETS = {
     "dp": (("batch", "data"),),
@@ -31,12 +36,13 @@ RULE_SETS = {
     "fsdp_tp": (("batch", "data"), ("embed", "data"), ("mlp", "model"), ("heads", "model"),
                 ("vocab", "model"), ("kv_heads", "model")),
 }
-# Logical names that stay replicated unless a rule says otherwise.
+# The logical names models use; replicated unless a rule maps them to a mesh axis.
 KNOWN_AXES = ("batch", "length", "embed", "mlp", "heads", "kv", "kv_heads", "vocab",
-              "classes", "input", "keys", "values", "state", "layers")
+              "classes", "input", "keys", "values", "state", "layers", "key_dim",
+              "codebook_heads", "seeds")
 
 
-class ShardingError(config_lib.ConfigError):
+class ShardingError(ConfigError):
   """A mesh or sharding rule that cannot work; raised before compiling."""
 
 
@@ -75,39 +81,35 @@ def rules_from_config(rules: Any) -> tuple[tuple[str, Any], ...]:
   return tuple((str(k), (tuple(v) if isinstance(v, list) else v)) for k, v in rules)
 
 
-def _mesh_axes(logical: str | None, rules, mesh: Mesh, where: str):
-  if logical is None:
-    return None
+def _check_rules(rules, mesh: Mesh) -> None:
   for name, target in rules:
-    if name == logical:
-      targets = target if isinstance(target, tuple) else (target,)
-      for t in targets:
-        if t is not None and t not in mesh.axis_names:
-          raise ShardingError(f"sharding rule ({name!r}, {target!r}) names mesh axis {t!r}, "
-                              f"but the mesh has {mesh.axis_names}; fix config.sharding.rules or config.mesh")
-      return target
-  if logical in KNOWN_AXES:
-    return None
-  raise ShardingError(
-      f"logical axis {logical!r} (in {where}) has no sharding rule; add ({logical!r}, None) "
-      f"to config.sharding.rules to replicate it, or map it to a mesh axis")
+    for t in (target if isinstance(target, tuple) else (target,)):
+      if t is not None and t not in mesh.axis_names:
+        raise ShardingError(f"sharding rule ({name!r}, {target!r}) names mesh axis {t!r}, "
+                            f"but the mesh has {mesh.axis_names}; fix config.sharding.rules or "
+                            f"config.mesh")
 
 
 def logical_to_mesh_spec(logical: P, shape, rules, mesh: Mesh, where: str = "?") -> P:
-  """Maps one logical PartitionSpec to a mesh PartitionSpec, checking divisibility."""
-  out, used = [], set()
-  for dim, name in enumerate(tuple(logical)):
-    target = _mesh_axes(name, rules, mesh, where)
-    axes = () if target is None else (target if isinstance(target, tuple) else (target,))
-    axes = tuple(a for a in axes if a not in used)  # A mesh axis shards one dim only.
-    size = math.prod(mesh.shape[a] for a in axes) if axes else 1
+  """Maps one logical PartitionSpec to a mesh PartitionSpec (flax's mapping), checking
+  that every name is known and every sharded dimension divides by its mesh axes."""
+  _check_rules(rules, mesh)
+  ruled = {name for name, _ in rules}
+  for name in tuple(logical):
+    if name is not None and name not in ruled and name not in KNOWN_AXES:
+      raise ShardingError(
+          f"logical axis {name!r} (in {where}) has no sharding rule; add ({name!r}, None) "
+          f"to config.sharding.rules to replicate it, or map it to a mesh axis")
+  spec = nn.logical_to_mesh_axes(tuple(logical), rules)
+  for dim, axes in enumerate(tuple(spec)):
+    axes = () if axes is None else (axes if isinstance(axes, tuple) else (axes,))
+    size = math.prod(mesh.shape[a] for a in axes)
     if axes and shape is not None and shape[dim] % size:
       raise ShardingError(
-          f"{where}: dimension {dim} (logical {name!r}, size {shape[dim]}) does not divide by mesh "
-          f"axes {axes} of size {size}; change the model size, the mesh, or the rule for {name!r}")
-    used.update(axes)
-    out.append(None if not axes else (axes[0] if len(axes) == 1 else axes))
-  return P(*out)
+          f"{where}: dimension {dim} (logical {tuple(logical)[dim]!r}, size {shape[dim]}) does "
+          f"not divide by mesh axes {axes} of size {size}; change the model size, the mesh, or "
+          f"the rule for {tuple(logical)[dim]!r}")
+  return spec
 
 
 def tree_shardings(abstract_boxed: Any, rules, mesh: Mesh) -> Any:
@@ -117,23 +119,39 @@ def tree_shardings(abstract_boxed: Any, rules, mesh: Mesh) -> Any:
   """
   specs = nn.get_partition_spec(abstract_boxed)
   shapes = nn.unbox(abstract_boxed)
-  paths_specs = jax.tree_util.tree_flatten_with_path(specs, is_leaf=lambda x: isinstance(x, P))[0]
-  leaves_shape = jax.tree.leaves(shapes)
-  treedef = jax.tree.structure(shapes)
-  if len(paths_specs) != len(leaves_shape):
+  is_spec = lambda x: isinstance(x, P)
+  paths_specs = jax.tree_util.tree_flatten_with_path(specs, is_leaf=is_spec)[0]
+  leaves = jax.tree.leaves(shapes)
+  if len(paths_specs) != len(leaves):
     raise ShardingError("internal: partition specs and state leaves do not line up")
-  out = []
-  for (path, spec), leaf in zip(paths_specs, leaves_shape):
-    where = jax.tree_util.keystr(path)
-    spec = spec if isinstance(spec, P) else P()
-    out.append(NamedSharding(mesh, logical_to_mesh_spec(spec, leaf.shape, rules, mesh, where)))
-  return jax.tree.unflatten(treedef, out)
+  for (path, spec), leaf in zip(paths_specs, leaves):
+    logical_to_mesh_spec(spec if is_spec(spec) else P(), leaf.shape, rules, mesh,
+                         jax.tree_util.keystr(path))
+  specs = jax.tree.map(lambda s: s if is_spec(s) else P(), specs, is_leaf=is_spec)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def with_leading_axis(s: NamedSharding, k: int = 1) -> NamedSharding:
+  """The same sharding for an array with `k` more (replicated) leading dimensions:
+  the seed axis of vmapped replicas, the step axis of stacked host batches."""
+  return NamedSharding(s.mesh, P(*((None,) * k), *s.spec)) if k else s
+
+
+@contextlib.contextmanager
+def activation_rules(mesh: Mesh, rules):
+  """While tracing a step: `models.layers.constrain(x, logical_axes)` in models maps
+  activations' logical axes by the same rules (outside it, constraints are no-ops)."""
+  from models import layers
+  token = layers.ACTIVATION_SHARDING.set((mesh, tuple(rules)))
+  try:
+    yield
+  finally:
+    layers.ACTIVATION_SHARDING.reset(token)
 
 
 def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
   """Shards the leading (batch) dimension as the "batch" rule says."""
-  target = _mesh_axes("batch", rules, mesh, "batch")
-  return NamedSharding(mesh, P(target))
+  return NamedSharding(mesh, logical_to_mesh_spec(P("batch"), None, rules, mesh, "batch"))
 
 
 def process_rows(batch_sharding: NamedSharding, global_batch: int) -> tuple[int, int]:
@@ -156,9 +174,9 @@ def put_boxed(tree: Any, rules, mesh: Mesh) -> Any:
 
 
 def batch_axis_size(mesh: Mesh, rules) -> int:
-  target = _mesh_axes("batch", rules, mesh, "batch")
+  target = batch_sharding(mesh, rules).spec[0]
   axes = () if target is None else (target if isinstance(target, tuple) else (target,))
-  return math.prod(mesh.shape[a] for a in axes) if axes else 1
+  return math.prod(mesh.shape[a] for a in axes)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -3,16 +3,20 @@
 Reads top to bottom: config and workdir checks, mesh, experiment (data, model,
 loss — the paper-specific part, see `research/experiment.py`), optimizer, sharded
 state from `jax.eval_shape`, restore-or-init, a jitted and donated train step,
-the loop (logging, evaluation, checkpoints, preemption), the final report.
+the loop (logging, evaluation, checkpoints, phases, preemption), the final report.
 
 Every batch is a pure function of (config.seed, step), the state holds the step,
 and the checkpoint holds the state: stopping and resuming gives bit-identical
-parameters on CPU. Batches are sampled inside the step (device pipeline) or built
-by each process from its own rows (host pipeline, `jax.make_array_from_process_local_data`);
-see `research/experiment.py`.
+parameters on CPU. With `train.num_seeds` = S > 1 the state holds S replicas
+(seeds seed..seed+S-1) trained by one vmapped step; each replica's rows and final
+metrics go to `workdir/seed_<seed>/`, as if it were a run of its own.
+
+`run(config, workdir)` is what the entry point calls: the trainer for trained
+tasks, the task's own runner for protocols (see `research/experiment.py`).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -20,8 +24,10 @@ import time
 from typing import Any
 
 import flax.linen as nn
+import grain
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from research import checkpoint
@@ -31,6 +37,9 @@ from research import flops as flops_lib
 from research import metrics as metrics_lib
 from research import optim
 from research import sharding
+from research import stats
+from research import workdir as workdir_lib
+from research.errors import ConfigError
 
 FINAL_METRICS = "final_metrics.json"
 
@@ -39,17 +48,35 @@ class NonFiniteError(RuntimeError):
   pass
 
 
+def run(config, workdir: str) -> dict[str, Any]:
+  """Runs any registered task: its runner if it has one, else the trainer."""
+  entry = experiment_lib.EXPERIMENTS.get(config.task)
+  if entry.meta.get("runner"):
+    return entry.obj(config, workdir)
+  return train_and_evaluate(config, workdir)
+
+
+def build_experiment(config, mesh) -> experiment_lib.Experiment:
+  entry = experiment_lib.EXPERIMENTS.get(config.task)
+  if entry.meta.get("runner"):
+    raise ConfigError(f"config.task={config.task!r} is a protocol with its own runner, "
+                      f"not a trainer experiment")
+  return entry.obj(config, mesh)
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # --------------------------------------------------------------------------
   # Config and workdir: everything that can be checked is checked before compiling.
   # --------------------------------------------------------------------------
   config_lib.check_common(config)
-  config_lib.check_workdir(workdir)
+  workdir_lib.check_workdir(workdir)
   is_main = jax.process_index() == 0
   config_path = os.path.join(workdir, "config.json")
   if os.path.exists(config_path):
     with open(config_path) as f:
       config_lib.check_resume_compatible(f.read(), config)
+  num_seeds = config.train.num_seeds
+  seeds = [config.seed + s for s in range(num_seeds)]
 
   # --------------------------------------------------------------------------
   # Mesh and sharding rules.
@@ -67,7 +94,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # --------------------------------------------------------------------------
   # Experiment: data, model, loss and evaluation of one paper.
   # --------------------------------------------------------------------------
-  exp = experiment_lib.build(config, mesh)
+  exp = build_experiment(config, mesh)
   tx = optim.make_optimizer(config)
   frozen = {} if exp.frozen is None else exp.frozen  # Step inputs that never train.
 
@@ -75,24 +102,17 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # Train state: shapes and shardings from eval_shape, so no host ever holds a
   # full replicated copy; then restore the latest checkpoint or initialise.
   # --------------------------------------------------------------------------
-  root_key = jax.random.key(config.seed)
-  init_key, train_key = jax.random.split(root_key)
-  host_rows = host_batch_fn(exp, train_key, mesh, rules, config.train.batch_size)
-
-  init_state = new_state_fn(exp, tx)
-
-  abstract_boxed = jax.eval_shape(init_state, init_key)
-  state_sharding = sharding.tree_shardings(abstract_boxed, rules, mesh)
-  abstract = checkpoint.abstract_like(nn.unbox(abstract_boxed), state_sharding)
+  init_keys, train_keys = replica_keys(seeds)
+  state_sharding, init_fn = state_init(exp, tx, rules, mesh, num_seeds)
+  abstract = checkpoint.abstract_like(jax.eval_shape(init_fn, init_keys), state_sharding)
 
   if is_main:
-    with open(config_path, "w") as f:
-      f.write(config_lib.to_json(config))
+    workdir_lib.write_atomic(config_path, config_lib.to_json(config))
   mngr = checkpoint.manager(workdir, max_to_keep=config.train.keep_checkpoints)
   state, meta = checkpoint.restore_latest(mngr, abstract)
   final_path = os.path.join(workdir, FINAL_METRICS)
   if state is None:
-    state = jax.jit(lambda k: nn.unbox(init_state(k)), out_shardings=state_sharding)(init_key)
+    state = jax.jit(init_fn, out_shardings=state_sharding)(init_keys)
   else:
     _say(f"resuming from step {meta['step']} in {workdir}")
     if meta["step"] >= config.train.num_steps and os.path.exists(final_path):
@@ -100,65 +120,83 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
            f"raise --config.train.num_steps to train further")
       with open(final_path) as f:
         return json.load(f)
-  start_step = int(sharding.to_host(state["step"]))
+  start_step = int(sharding.to_host(replica_state(state, 0, num_seeds)["step"]))
 
   # --------------------------------------------------------------------------
-  # Train step: jitted with explicit shardings, state donated.
+  # Train step: jitted with explicit shardings, state donated; one call runs up to
+  # `train.steps_per_call` updates and stops at every log/eval/checkpoint/phase step.
   # --------------------------------------------------------------------------
-  step_fn = jit_train_step(exp, tx, train_key, mesh, rules, state_sharding,
-                           config.train.grad_accum_steps)
-  compiled = step_fn.lower(state, frozen, host_rows(start_step)).compile()
-  flops_per_step = flops_lib.compiled_flops(compiled)
-  peak = config.peak_flops or flops_lib.matmul_peak(n=1536, repeats=3)
+  step_fns = StepFunctions(exp, tx, mesh, rules, state_sharding, config, frozen)
+  batches = host_batches(exp, train_keys, mesh, rules, config, start_step)
+  first = _call_length(start_step, config.train, config.train.num_steps, exp.phases)
+  compiled = step_fns.compiled(first, state, frozen, batches.spec(start_step, first), train_keys)
+  # XLA's cost analysis counts a scan's body once: one update's FLOPs either way.
+  flops_per_step = flops_lib.compiled_flops(compiled) / num_seeds
+  peak = config.peak_flops or _process_peak()
   info = dict(exp.info, flops_per_step=flops_per_step, peak_flops_per_device=peak,
-              devices=jax.device_count(), processes=jax.process_count(), mesh=dict(mesh.shape))
+              devices=jax.device_count(), processes=jax.process_count(),
+              mesh=dict(mesh.shape), num_seeds=num_seeds)
   _say(f"{config.task}: " + ", ".join(f"{k}={v}" for k, v in info.items()))
 
   # --------------------------------------------------------------------------
   # Loop: log, evaluate, checkpoint; SIGTERM/SIGINT save and stop cleanly.
   # --------------------------------------------------------------------------
-  writer = metrics_lib.MetricWriter(workdir, tensorboard=config.train.tensorboard)
-  writer.write(start_step, info, kind="info")
+  writers = replica_writers(workdir, seeds, config.train.tensorboard)
+  for w in writers:
+    w.write(start_step, info, kind="info")
   stop = _PreemptionFlag()
   num_steps = config.train.num_steps
   bar = _progress(start_step, num_steps, enabled=is_main and config.train.progress)
-  last_eval: dict[str, Any] = {}
+  last_eval: list[dict[str, Any]] = [{} for _ in seeds]
   t_last, step_last = time.perf_counter(), start_step
-
+  phase_ends = {p for p in exp.phases if 0 < p <= num_steps}
   saved = {start_step}
 
   def save(step, force=False):
     if step not in saved:  # A preemption may land right after a periodic save.
-      if checkpoint.save(mngr, step, state, {"step": step, "seed": config.seed}, force=force):
+      meta = {"step": step, "seed": config.seed, "data": batches.state()}
+      if checkpoint.save(mngr, step, state, meta, force=force):
         saved.add(step)
 
+  def evaluate(step):
+    for s, w in enumerate(writers):
+      last_eval[s] = exp.evaluate(replica_state(state, s, num_seeds)["params"],
+                                  replica_frozen(frozen, s, num_seeds), step)
+      w.write(step, last_eval[s], kind="eval")
+    bar.write_eval(step, last_eval[0])
+
   try:
-    for step in range(start_step + 1, num_steps + 1):
-      state, train_metrics = compiled(state, frozen, host_rows(step - 1))
+    step = start_step
+    while step < num_steps:
+      n = _call_length(step, config.train, num_steps, phase_ends)
+      batch = batches.take(step, n)
+      call = step_fns.compiled(n, state, frozen, batches.spec(step, n), train_keys)
+      state, train_metrics = call(state, frozen, batch, train_keys)
+      step += n
       is_last = step == num_steps
       if step % config.train.log_every == 0 or is_last:
         m = sharding.to_host(train_metrics)
         now = time.perf_counter()
         steps_per_s = (step - step_last) / max(now - t_last, 1e-9)
         t_last, step_last = now, step
-        row = {k: float(v) for k, v in m.items()}
-        row.update(steps_per_s=steps_per_s, flops_per_step=flops_per_step,
-                   flops_per_s=flops_per_step * steps_per_s,
-                   mfu=flops_per_step * steps_per_s / peak if peak else 0.0,
-                   nonfinite_total=int(sharding.to_host(state["nonfinite_total"])))
-        writer.write(step, row, kind="train")
-        bar.update(step, row)
-        run = int(sharding.to_host(state["nonfinite_run"]))
-        if run and (config.train.on_nonfinite == "halt" or run >= config.train.max_nonfinite_steps):
+        speed = dict(steps_per_s=steps_per_s, flops_per_step=flops_per_step,
+                     flops_per_s=flops_per_step * steps_per_s,
+                     mfu=flops_per_step * steps_per_s / peak if peak else 0.0)
+        for s, w in enumerate(writers):
+          row = {k: float(np.asarray(v).reshape(-1)[s]) for k, v in m.items()}
+          w.write(step, dict(row, **speed), kind="train")
+          if s == 0:
+            bar.update(step, dict(row, **speed))
+        runs = np.asarray(m["nonfinite_run"]).reshape(-1)
+        if runs.max() and (config.train.on_nonfinite == "halt"
+                           or runs.max() >= config.train.max_nonfinite_steps):
           save(step, force=True)
           raise NonFiniteError(
-              f"{run} consecutive steps up to step {step} had a non-finite loss or gradient "
-              f"(updates were skipped; the last good state is saved in {workdir}). Lower the "
-              f"learning rate, enable optimizer.grad_clip, or check the data")
-      if step % config.train.eval_every == 0 or is_last:
-        last_eval = exp.evaluate(state["params"], step)
-        writer.write(step, last_eval, kind="eval")
-        bar.write_eval(step, last_eval)
+              f"{int(runs.max())} consecutive steps up to step {step} had a non-finite loss, "
+              f"gradient or update (updates were skipped; the last good state is saved in "
+              f"{workdir}). Lower the learning rate, enable optimizer.grad_clip, or check the data")
+      if step % config.train.eval_every == 0 or is_last or step in phase_ends:
+        evaluate(step)
       if step % config.train.checkpoint_every == 0 or is_last:
         save(step, force=is_last)
       if stop.requested:
@@ -170,24 +208,43 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   finally:
     stop.restore()
     bar.close()
+    batches.close()
     mngr.wait_until_finished()
-    writer.close()
+    for w in writers:
+      w.close()
 
   # --------------------------------------------------------------------------
   # Final report: a table on stdout, figures and final_metrics.json in the workdir.
   # --------------------------------------------------------------------------
-  if not last_eval:  # Resumed exactly at the end: evaluate the restored state.
-    last_eval = exp.evaluate(state["params"], num_steps)
-  final = {"step": num_steps, **last_eval}
-  if exp.report is not None:
-    _say(exp.report(state["params"], workdir, final))
+  finals = []
+  for s, seed in enumerate(seeds):
+    if not last_eval[s]:  # Resumed exactly at the end: evaluate the restored state.
+      last_eval[s] = exp.evaluate(replica_state(state, s, num_seeds)["params"],
+                                  replica_frozen(frozen, s, num_seeds), num_steps)
+    final = {"step": num_steps, **last_eval[s]}
+    if exp.report is not None:
+      _say(exp.report(replica_state(state, s, num_seeds)["params"], replica_frozen(frozen, s, num_seeds),
+                      writers[s].workdir, final))
+    finals.append(final)
+  final = finals[0] if num_seeds == 1 else seeds_summary(seeds, finals)
   if is_main:
-    tmp = final_path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(final, f)
-    os.replace(tmp, final_path)
+    if num_seeds > 1:
+      for w, f in zip(writers, finals):
+        workdir_lib.write_atomic(os.path.join(w.workdir, FINAL_METRICS), json.dumps(f))
+    workdir_lib.write_atomic(final_path, json.dumps(final))
   mngr.close()
   return final
+
+
+# ----------------------------------------------------------------------------
+# Replicas (train.num_seeds): keys, state, per-replica views and metric files.
+# ----------------------------------------------------------------------------
+def replica_keys(seeds):
+  """(init keys, train keys): per seed, split(key(seed)); stacked when several."""
+  pairs = [jax.random.split(jax.random.key(s)) for s in seeds]
+  if len(seeds) == 1:
+    return pairs[0][0], pairs[0][1]
+  return jnp.stack([p[0] for p in pairs]), jnp.stack([p[1] for p in pairs])
 
 
 def new_state_fn(exp: experiment_lib.Experiment, tx):
@@ -200,69 +257,64 @@ def new_state_fn(exp: experiment_lib.Experiment, tx):
   return init_state
 
 
-def jit_train_step(exp, tx, train_key, mesh, rules, state_sharding, accum: int = 1):
-  """`step(state, frozen, batch) -> (state, metrics)` jitted with explicit shardings
-  and the state donated; `batch` is None for the device pipeline. `frozen` keeps the
-  shardings it was placed with."""
-  batch_sharding = sharding.batch_sharding(mesh, rules)
-  step = make_train_step(exp, tx, train_key, batch_sharding, accum)
-  frozen_sharding = jax.tree.map(lambda x: x.sharding, exp.frozen or {})
-  host = exp.host_batch is not None
-  return jax.jit(step, in_shardings=(state_sharding, frozen_sharding,
-                                     batch_sharding if host else None),
-                 out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+def state_init(exp, tx, rules, mesh, num_seeds: int):
+  """(state shardings, keys -> unboxed state). Replicas add a leading replicated axis."""
+  init_state = new_state_fn(exp, tx)
+  one_key = jax.random.key(0)
+  shardings = sharding.tree_shardings(jax.eval_shape(init_state, one_key), rules, mesh)
+  if num_seeds == 1:
+    return shardings, lambda key: nn.unbox(init_state(key))
+  shardings = jax.tree.map(lambda s: sharding.with_leading_axis(s), shardings)
+  return shardings, jax.vmap(lambda key: nn.unbox(init_state(key)))
 
 
+def replica_state(state, s: int, num_seeds: int):
+  """Replica s of a state with a leading seed axis (the state itself for one seed)."""
+  return state if num_seeds == 1 else jax.tree.map(lambda x: x[s], state)
+
+
+def replica_frozen(frozen, s: int, num_seeds: int):
+  """`frozen` as replica s sees it: its slice of `frozen["per_seed"]`."""
+  if num_seeds == 1 or "per_seed" not in frozen:
+    return frozen
+  return dict(frozen, per_seed=jax.tree.map(lambda x: x[s], frozen["per_seed"]))
+
+
+def replica_writers(workdir: str, seeds, tensorboard: bool):
+  if len(seeds) == 1:
+    return [metrics_lib.MetricWriter(workdir, tensorboard=tensorboard)]
+  return [metrics_lib.MetricWriter(os.path.join(workdir, f"seed_{s}"), tensorboard=tensorboard)
+          for s in seeds]
+
+
+def seeds_summary(seeds, finals: list[dict]) -> dict:
+  """final_metrics.json of a vmapped-seeds run: per seed, and mean ± standard error."""
+  out = {"step": finals[0]["step"], "seeds": list(seeds), "per_seed": finals}
+  for key in finals[0]:
+    values = [f.get(key) for f in finals]
+    if key != "step" and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                             for v in values):
+      out[key], out[f"{key}_se"], _ = stats.mean_se(values)
+  return out
+
+
+# ----------------------------------------------------------------------------
+# The train step and its compiled forms.
+# ----------------------------------------------------------------------------
 def batch_key(train_key, step):
   """The key a batch is sampled from, at state step `step` (both pipelines)."""
   return jax.random.split(jax.random.fold_in(train_key, step))[0]
 
 
-def host_batch_fn(exp, train_key, mesh, rules, global_batch: int):
-  """step -> the global batch of the host pipeline (None for the device pipeline).
-
-  Each process asks the experiment for the rows its own devices hold and
-  `jax.make_array_from_process_local_data` assembles the global array; no process
-  ever builds another's rows.
-  """
-  if exp.host_batch is None:
-    return lambda step: None
-  batch_sharding = sharding.batch_sharding(mesh, rules)
-  start, stop = sharding.process_rows(batch_sharding, global_batch)
-
-  def rows(step):
-    local = exp.host_batch(batch_key(train_key, step), start, stop, step)
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(
-            batch_sharding, x, (global_batch, *x.shape[1:])), local)
-  return rows
-
-
-def fresh_state_and_step(config, mesh):
-  """(experiment, initial sharded state, jitted step, inputs) for a config on a mesh:
-  the trainer's own pieces, for benchmarks and sharding tests. Step i runs as
-  `state, metrics = step(state, *inputs(i))`."""
-  rules = sharding.rules_from_config(config.sharding.rules)
-  exp = experiment_lib.build(config, mesh)
-  tx = optim.make_optimizer(config)
-  init_key, train_key = jax.random.split(jax.random.key(config.seed))
-  init_state = new_state_fn(exp, tx)
-  state_sharding = sharding.tree_shardings(jax.eval_shape(init_state, init_key), rules, mesh)
-  state = jax.jit(lambda k: nn.unbox(init_state(k)), out_shardings=state_sharding)(init_key)
-  step = jit_train_step(exp, tx, train_key, mesh, rules, state_sharding,
-                        config.train.grad_accum_steps)
-  rows = host_batch_fn(exp, train_key, mesh, rules, config.train.batch_size)
-  frozen = {} if exp.frozen is None else exp.frozen
-  return exp, state, step, lambda i: (frozen, rows(i))
-
-
-def make_train_step(exp: experiment_lib.Experiment, tx, train_key, batch_sharding, accum: int = 1):
-  """The train step as a pure function of the state (jit it with shardings).
+def make_train_step(exp: experiment_lib.Experiment, tx, batch_sharding, accum: int = 1):
+  """`step(state, frozen, batch, train_key) -> (state, metrics)`, a pure function.
 
   The batch is sampled inside the step from `batch_key(train_key, step)`, or
-  arrives as an argument built from that key (host pipeline). A step whose
-  loss or gradient is not finite leaves params and optimizer state unchanged and
-  is counted in the state.
+  arrives as an argument built from that key (host pipeline). An update whose
+  loss, gradient or result is not finite leaves params and optimizer state
+  unchanged and is counted in the state; so does a step the experiment marks
+  inactive (without being counted). At the start of a phase the optimizer state is
+  re-initialised if the experiment asks for it.
   """
 
   def grads_of(params, frozen, batch, key, step):
@@ -289,30 +341,218 @@ def make_train_step(exp: experiment_lib.Experiment, tx, train_key, batch_shardin
     (grads, metrics), _ = jax.lax.scan(body, zeros, (micro, jax.random.split(k_loss, accum)))
     return jax.tree.map(lambda x: x / accum, (grads, metrics))
 
-  def train_step(state, frozen, batch=None):
+  starts = jnp.asarray(exp.phases, jnp.int32) if exp.phases else None
+
+  def train_step(state, frozen, batch, train_key):
     key = jax.random.fold_in(train_key, state["step"])
-    grads, metrics = grads_of(state["params"], frozen, batch, key, state["step"])
+    params, opt_state = state["params"], state["opt_state"]
+    if exp.reset_optimizer and starts is not None:  # A new phase starts afresh.
+      fresh = tx.init(params)
+      reset = jnp.any(state["step"] == starts)
+      opt_state = jax.tree.map(lambda f, o: jnp.where(reset, f, o), fresh, opt_state)
+    grads, metrics = grads_of(params, frozen, batch, key, state["step"])
     grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(grad_norm) & jnp.all(jnp.stack(
-        [jnp.all(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)]))
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    # A non-finite loss or gradient leaves params and optimizer state untouched.
-    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    bad = (~finite).astype(jnp.int32)
-    new_state = {"step": state["step"] + 1, "params": keep(params, state["params"]),
-                 "opt_state": keep(opt_state, state["opt_state"]),
+    updates, new_opt_state = tx.update(grads, opt_state, params)
+    new_params = optax.apply_updates(params, updates)
+    # Finite loss, gradient AND result: an update that turns finite parameters
+    # non-finite (an infinite learning rate) is a bad step too.
+    finite = jnp.isfinite(grad_norm) & _all_finite(metrics) & _all_finite(new_params) \
+        & _all_finite(new_opt_state)
+    active = jnp.asarray(True) if exp.active is None else exp.active(frozen, state["step"])
+    take = finite & active
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(take, n, o), new, old)
+    bad = (active & ~finite).astype(jnp.int32)
+    new_state = {"step": state["step"] + 1, "params": keep(new_params, params),
+                 "opt_state": keep(new_opt_state, opt_state),
                  "nonfinite_total": state["nonfinite_total"] + bad,
                  "nonfinite_run": (state["nonfinite_run"] + bad) * bad}
-    metrics = dict(metrics, grad_norm=grad_norm, nonfinite=bad)
+    metrics = dict(metrics, grad_norm=grad_norm, nonfinite=bad,
+                   nonfinite_total=new_state["nonfinite_total"],
+                   nonfinite_run=new_state["nonfinite_run"])
     return new_state, metrics
 
   return train_step
 
 
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+class StepFunctions:
+  """The jitted `n`-update calls `(state, frozen, batches, train_keys) -> (state, metrics)`,
+  compiled once per distinct `n` (a scan over n train steps; the metrics of the last).
+  Replicas are vmapped; `frozen` keeps the shardings it was placed with."""
+
+  def __init__(self, exp, tx, mesh, rules, state_sharding, config, frozen):
+    self.num_seeds = config.train.num_seeds
+    self.host = exp.host_batch is not None
+    batch_sharding = sharding.batch_sharding(mesh, rules)
+    self._step = make_train_step(exp, tx, batch_sharding, config.train.grad_accum_steps)
+    self._frozen_sharding = jax.tree.map(lambda x: x.sharding, frozen)
+    self._frozen_axes = (None if self.num_seeds == 1 else
+                         {k: (0 if k == "per_seed" else None) for k in frozen})
+    self._state_sharding = state_sharding
+    lead = 0 if self.num_seeds == 1 else 1  # Host batches: [replicas,] [n,] batch, ...
+    self._batch_sharding = sharding.with_leading_axis(batch_sharding, lead + 1)
+    self._batch_sharding1 = sharding.with_leading_axis(batch_sharding, lead)
+    self._mesh, self._rules = mesh, rules
+    self._compiled: dict[int, Any] = {}
+
+  def _calls(self, n: int):
+    step = self._step
+
+    def call(state, frozen, batches, train_key):
+      if n == 1:
+        return step(state, frozen, batches, train_key)
+      body = lambda st, b: step(st, frozen, b, train_key)
+      state, metrics = jax.lax.scan(body, state, batches, length=n)
+      return state, jax.tree.map(lambda m: m[-1], metrics)
+
+    if self.num_seeds > 1:
+      call = jax.vmap(call, in_axes=(0, self._frozen_axes, 0 if self.host else None, 0))
+    return call
+
+  def compiled(self, n: int, state, frozen, batches, train_keys):
+    """The executable for calls of `n` updates (compiled on first use, from the
+    arguments' shapes)."""
+    if n not in self._compiled:
+      batch_sh = (self._batch_sharding1 if n == 1 else self._batch_sharding) if self.host else None
+      jitted = jax.jit(self._calls(n), donate_argnums=0,
+                       in_shardings=(self._state_sharding, self._frozen_sharding, batch_sh, None),
+                       out_shardings=(self._state_sharding, sharding.replicated(self._mesh)))
+      with sharding.activation_rules(self._mesh, self._rules):
+        self._compiled[n] = jitted.lower(state, frozen, batches, train_keys).compile()
+    return self._compiled[n]
+
+
+def _call_length(step: int, t, num_steps: int, phase_ends) -> int:
+  """Updates in the next call: up to steps_per_call, ending at the next step where
+  the loop logs, evaluates, checkpoints, changes phase or stops."""
+  stop = min(num_steps, step + t.steps_per_call)
+  for every in (t.log_every, t.eval_every, t.checkpoint_every):
+    stop = min(stop, (step // every + 1) * every)
+  later = [p for p in phase_ends if p > step]
+  return min([stop] + later) - step
+
+
 # ----------------------------------------------------------------------------
-# Small helpers: console output, progress bar, preemption.
+# The host pipeline: grain over steps, each element a pure function of (seed, step).
 # ----------------------------------------------------------------------------
+class host_batches:
+  """Batches of the host pipeline (None for the device pipeline).
+
+  Each process asks the experiment for the rows its own devices hold and
+  `jax.make_array_from_process_local_data` assembles the global array; no process
+  ever builds another's rows. A grain dataset over step indices prefetches them in
+  a background thread while the device trains; its iterator state goes into the
+  checkpoint's metadata and is checked against the restored step on resume.
+  """
+
+  def __init__(self, exp, train_keys, mesh, rules, config, start_step: int):
+    self.active = exp.host_batch is not None
+    self._state = {"next_index": 0}
+    if not self.active:
+      return
+    self._exp, self._keys, self._seeds = exp, train_keys, config.train.num_seeds
+    self._sharding = sharding.batch_sharding(mesh, rules)
+    self._global = config.train.batch_size
+    self._start, self._stop = sharding.process_rows(self._sharding, self._global)
+    self._first = start_step
+    ds = grain.MapDataset.range(start_step, config.train.num_steps).map(self._local_rows)
+    self._it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)))
+    self._pending: dict[int, Any] = {}
+
+  def _local_rows(self, step: int):
+    rows = lambda k: self._exp.host_batch(batch_key(k, step), self._start, self._stop, step)
+    if self._seeds == 1:
+      return rows(self._keys)
+    return jax.tree.map(lambda *xs: np.stack(xs), *[rows(k) for k in self._keys])
+
+  def _global_array(self, local, lead: int):
+    def put(x):
+      shape = (*x.shape[:lead], self._global, *x.shape[lead + 1:])
+      return jax.make_array_from_process_local_data(
+          sharding.with_leading_axis(self._sharding, lead), x, shape)
+    return jax.tree.map(put, local)
+
+  def _next_local(self, step: int):
+    if step not in self._pending:
+      local = next(self._it)
+      self._state = self._it.get_state()
+      self._pending[step] = local
+    return self._pending.pop(step)
+
+  def spec(self, step: int, n: int):
+    """Shapes and shardings of `take(step, n)`, for compiling (nothing consumed)."""
+    if not self.active:
+      return None
+    if not hasattr(self, "_row_spec"):
+      self._row_spec = jax.tree.map(lambda x: (x.shape, x.dtype), self._local_rows(step))
+    lead = (0 if self._seeds == 1 else 1) + (n > 1)
+    def struct(shape_dtype):
+      shape, dtype = shape_dtype
+      shape = (*shape[:lead - (n > 1)], *((n,) if n > 1 else ()), self._global,
+               *shape[lead - (n > 1) + 1:])
+      return jax.ShapeDtypeStruct(shape, dtype,
+                                  sharding=sharding.with_leading_axis(self._sharding, lead))
+    return jax.tree.map(struct, self._row_spec, is_leaf=lambda x: isinstance(x, tuple))
+
+  def peek(self, step: int):
+    """The global batch of `step` (not consumed from the prefetching iterator)."""
+    if not self.active:
+      return None
+    return self._global_array(self._local_rows(step), 0 if self._seeds == 1 else 1)
+
+  def take(self, step: int, n: int):
+    """Global batches for steps [step, step + n) (stacked when n > 1)."""
+    if not self.active:
+      return None
+    locals_ = [self._next_local(s) for s in range(step, step + n)]
+    lead = 0 if self._seeds == 1 else 1
+    if n == 1:
+      return self._global_array(locals_[0], lead)
+    stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=lead), *locals_)
+    return self._global_array(stacked, lead + 1)
+
+  def state(self) -> dict:
+    return dict(self._state, first_step=getattr(self, "_first", 0))
+
+  def close(self):
+    if self.active:
+      self._pending.clear()
+
+
+# ----------------------------------------------------------------------------
+# Pieces for benchmarks and sharding tests.
+# ----------------------------------------------------------------------------
+def fresh_state_and_step(config, mesh):
+  """(experiment, initial sharded state, jitted one-update step, inputs) for a config on a
+  mesh: the trainer's own pieces. Step i runs as `state, metrics = step(state, *inputs(i))`."""
+  rules = sharding.rules_from_config(config.sharding.rules)
+  exp = build_experiment(config, mesh)
+  tx = optim.make_optimizer(config)
+  seeds = [config.seed + s for s in range(config.train.num_seeds)]
+  init_keys, train_keys = replica_keys(seeds)
+  state_sharding, init_fn = state_init(exp, tx, rules, mesh, len(seeds))
+  state = jax.jit(init_fn, out_shardings=state_sharding)(init_keys)
+  frozen = {} if exp.frozen is None else exp.frozen
+  fns = StepFunctions(exp, tx, mesh, rules, state_sharding, config, frozen)
+  batches = host_batches(exp, train_keys, mesh, rules, config, 0)
+  step = fns.compiled(1, state, frozen, batches.spec(0, 1), train_keys)
+  return exp, state, step, lambda i: (frozen, batches.peek(i), train_keys)
+
+
+# ----------------------------------------------------------------------------
+# Small helpers: console output, progress bar, preemption, the matmul peak.
+# ----------------------------------------------------------------------------
+@functools.cache
+def _process_peak() -> float:
+  """The f32 matmul peak, measured once per process (valid only in this process)."""
+  return flops_lib.matmul_peak(n=1536, repeats=3)
+
+
 def _say(text: str) -> None:
   if jax.process_index() == 0 and text:
     print(text, flush=True)
@@ -336,11 +576,12 @@ class _progress:
                             steps_s=f"{row['steps_per_s']:.2f}",
                             gflops_s=f"{row['flops_per_s'] / 1e9:.1f}")
 
-  def write_eval(self, step, metrics):
+  def write_eval(self, step, metrics, limit: int = 8):
+    """The evaluation's scalar metrics, shortest names first (a run's headline numbers)."""
     if self._bar is not None:
-      short = {k: round(v, 3) for k, v in metrics.items()
-               if isinstance(v, float) and k.endswith("acc_last")}
-      self._bar.write(f"eval @ {step}: {short}")
+      scalars = sorted((k for k, v in metrics.items() if isinstance(v, float)), key=len)
+      self._bar.write(f"eval @ {step}: " + ", ".join(
+          f"{k}={metrics[k]:.3f}" for k in scalars[:limit]))
 
   def close(self):
     if self._bar is not None:
@@ -348,7 +589,7 @@ class _progress:
 
 
 class _PreemptionFlag:
-  """Turns SIGTERM/SIGINT into a flag the loop checks after each step."""
+  """Turns SIGTERM/SIGINT into a flag the loop checks after each call."""
 
   def __init__(self):
     self.requested, self.signum, self.signal_name = False, 0, ""

@@ -22,62 +22,40 @@ DKVB 87.2 ± 1.6 %, DKVB i.i.d. 86.9 ± 1.5 %, linear probe 24.0 ± 2.1 %, witho
 encoders, epochs per task and ablations: experiments/dkvb/README.md. `:tiny` is a smoke
 test only.
 """
-import ml_collections
+from experiments import common
+from research.dkvb import defaults
 
 
 def _dkvb(iid=False, heads=256, keys=256, dkey=16):
   # key_init.epochs: EMA passes over the unlabelled pool in full batches (the paper: 10;
   # research.dkvb.keys.ema_num_steps), here 10 steps; key_init.num_steps > 0 overrides.
-  return ml_collections.ConfigDict(dict(
-      kind="dkvb", iid=iid, num_heads=heads, num_keys=keys, dim_key=dkey,
-      projection="random", top_k=1, decoder="vote", value_init="zeros",
-      value_init_scale=1e-3, key_chunk=1024, optimizer="sgd", lr=0.3, grad_clip=1.0,
-      reset_optimizer=True, epochs_per_task=0, bias=True, hidden=0,
-      key_init=dict(method="ema", num_steps=0, epochs=10, batch_size=256, decay=0.95,
-                    eps=1e-5, dead_fraction=0.1, init_from_data=True, kmeans_iters=20)))
-
-
-def _probe(kind, bias=True, hidden=0, iid=False, lr=1e-3):
-  return ml_collections.ConfigDict(dict(
-      kind=kind, iid=iid, optimizer="sgd", lr=lr, grad_clip=0.0, reset_optimizer=True,
-      epochs_per_task=0, bias=bias, hidden=hidden))
+  return defaults.model_config("dkvb", iid=iid, num_heads=heads, num_keys=keys, dim_key=dkey,
+                               optimizer="sgd", lr=0.3, grad_clip=1.0)
 
 
 def get_config(arg=None):
-  args = dict(a.split("=", 1) if "=" in a else (a, "1") for a in (arg or "").split(",") if a)
-  c = ml_collections.ConfigDict()
-  c.task = "dkvb"
-  c.seeds = (0, 1, 2)
-  c.only = ""
-  c.save_grid = False
-  c.tensorboard = False
-  c.data = dict(name="digits", n_train=0, n_test=0,
-                key_init_source=args.get("init", "transformed"),
-                data_dir="", max_examples=0, key_init_dataset="")
+  a = common.parse_arg(arg, tiny=False, init="transformed", encoder="pixels", epochs=1000,
+                       blr=1e-3, heads=256, keys=256, dkey=16)
+  c = defaults.get_config()
+  c.num_seeds = 3
+  c.data.update(name="digits", key_init_source=a.init)
   # `autoencoder`: a denoising MLP autoencoder pretrained here on the unlabelled pool
-  # (research/dkvb/pretrain.py); its parameters are cached in cache_dir or <workdir>/cache.
-  c.encoder = dict(name=args.get("encoder", "pixels"), dim=32, seed=0, cache_dir="",
-                   pretrain=dict(hidden=256, steps=3000, batch_size=128, lr=1e-3,
-                                 weight_decay=1e-4, noise=0.3))
-  c.stream = dict(classes_per_task=2)
-  c.train = dict(epochs_per_task=int(args.get("epochs", 1000)), batch_size=256,
-                 label_smoothing=0.1, eval_every=0)
-  blr = float(args.get("blr", 1e-3))  # Baseline SGD lr (the paper's 1e-3 underfits digits).
-  size = dict(heads=int(args.get("heads", 256)), keys=int(args.get("keys", 256)),
-              dkey=int(args.get("dkey", 16)))
-  c.models = dict(
-      dkvb=_dkvb(**size),
-      dkvb_iid=_dkvb(iid=True, **size),
-      linear=_probe("linear", lr=blr),
-      linear_nobias=_probe("linear", bias=False, lr=blr),
-      mlp=_probe("mlp", hidden=128, lr=blr),
-  )
-  if "tiny" in args:
-    c.seeds = (0,)
-    c.train.epochs_per_task = 5
+  # (research/dkvb/pretrain.py, a trainer run cached in cache_dir or <workdir>/cache).
+  c.encoder.update(name=a.encoder, dim=32)
+  c.stream.update(classes_per_task=2, epochs_per_task=int(a.epochs), batch_size=256,
+                  label_smoothing=0.1)
+  size = dict(heads=int(a.heads), keys=int(a.keys), dkey=int(a.dkey))
+  blr = float(a.blr)  # Baseline SGD lr (the paper's 1e-3 underfits digits).
+  c.models.dkvb = _dkvb(**size)
+  c.models.dkvb_iid = _dkvb(iid=True, **size)
+  c.models.linear = defaults.model_config("linear", lr=blr)
+  c.models.linear_nobias = defaults.model_config("linear", bias=False, lr=blr)
+  c.models.mlp = defaults.model_config("mlp", hidden=128, lr=blr)
+  if a.tiny:
+    c.num_seeds = 1
+    c.stream.epochs_per_task = 5
     c.encoder.pretrain.steps = 50
     for m in ("dkvb", "dkvb_iid"):
-      c.models[m].num_heads = 16
-      c.models[m].num_keys = 64
+      c.models[m].update(num_heads=16, num_keys=64)
       c.models[m].key_init.epochs = 2
   return c.lock()

@@ -20,7 +20,7 @@ Variants:
   :layout=paper              the paper's token layout ("" = the learner's default:
                              query for the transformer, paper for LSTMs)
   :num_tasks=256             fewer tasks (task identification instead of learning)
-  :learner=lstm              any learner of experiments/gpicl/learners.py
+  :learner=lstm              any registered learner (models/, `LEARNERS`)
 
 Expected result (measured 2026-11-26 with `make train` on the 2-core dev machine,
 load average ~6 from other jobs: 5 min 35 s wall, 6.1 steps/s, ~39 GFLOP/s): the
@@ -32,61 +32,19 @@ learning-to-learn phase; accuracy after 1 / 5 / 10 / 31 examples:
                                          mnist1d        0.129 0.098 0.121 0.219
 (chance 0.1 for the 10-class sets, 1/3 for wine and iris, 1/2 for breast_cancer).
 """
-import ml_collections
-from ml_collections import config_dict
-
 from experiments import common
-from experiments.gpicl import learners
+from research.gpicl import defaults
+
 
 def get_config(arg=None):
   a = common.parse_arg(arg, tiny=False, layout="", num_tasks=2**16, seed=0, steps=0,
                        learner="transformer")
-  c = ml_collections.ConfigDict()
-  c.task = "gpicl"
+  c = defaults.get_config(a.learner, "tiny" if a.tiny else "small", a.layout)
   c.seed = a.seed
-  c.peak_flops = config_dict.placeholder(float)  # FLOP/s per device for MFU; None = measure.
-
-  c.data = ml_collections.ConfigDict(dict(
-      dataset="digits", input_dim=64, num_classes=10, seq_len=32, split_seed=0,
-      pca_dim=0,                    # > 0: each set reduced to its top principal components.
-      # "device": batches sampled inside the jitted step; "host": each process builds
-      # its own rows (jax.make_array_from_process_local_data), the multi-host path.
-      pipeline="device"))
-  c.tasks = ml_collections.ConfigDict(dict(
-      num_tasks=a.num_tasks,        # Size of the task-id pool (2^0 … 2^25).
-      task_seed=0,
-      proj_std=config_dict.placeholder(float),  # None = 1/sqrt(input_dim), as the paper.
-      bias_std=0.0,
-      permute_prob=1.0,             # Every task permutes its labels.
-      bias_fraction=0.0,            # Fraction of each batch on task 0 (plateau intervention).
-      sequences_per_task=1,         # Sequences per sampled task (the paper: 512 = 16 × 32).
-  ))
-  # Step-dependent curricula, all off (research/gpicl/curriculum.py): each moves
-  # from its start to the paper's setting over `steps` steps, after `hold_steps`.
-  c.curriculum = ml_collections.ConfigDict(dict(
-      steps=0, hold_steps=0,
-      num_tasks_start=0,            # Task pool grows geometrically from this to num_tasks.
-      classes_start=0,              # Classes per sequence grow from this to all.
-      loss_len_start=0,             # Loss on the first L_t positions, L_t up to seq_len.
-  ))
-  c.model = learners.learner_config(a.learner, "tiny" if a.tiny else "small", a.layout)
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
-      grad_clip=1.0))
-  c.schedule = ml_collections.ConfigDict(dict(name="constant", warmup_steps=0, final_fraction=0.0))
-  c.train = ml_collections.ConfigDict(dict(
-      num_steps=a.steps or 2000, batch_size=128, grad_accum_steps=1,
-      log_every=50, eval_every=250, checkpoint_every=500, keep_checkpoints=3,
-      on_nonfinite="skip", max_nonfinite_steps=20, tensorboard=True, progress=True))
-  c.eval = ml_collections.ConfigDict(dict(
-      num_sequences=256, seed=1234, datasets=("wine", "breast_cancer", "iris", "mnist1d")))
-  c.mesh = (("data", -1), ("model", 1))
-  c.sharding = ml_collections.ConfigDict(dict(rules="dp"))
-
+  c.tasks.num_tasks = a.num_tasks
+  c.train.num_steps = a.steps or 2000
   if a.tiny:
     c.data.seq_len = 12
-    c.train.update(num_steps=a.steps or 6, batch_size=16, log_every=2, eval_every=3,
-                   checkpoint_every=3, tensorboard=False, progress=False)
+    common.tiny_train(c, num_steps=a.steps or 6, batch_size=16)
     c.eval.update(num_sequences=16, datasets=("wine",))
-  c.lock()
-  return c
+  return c.lock()

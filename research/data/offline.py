@@ -1,8 +1,10 @@
 """Classification sets that exist offline: scikit-learn's bundled tables and images,
 `mnist1d` generated locally, and the paper's "Random" set.
 
-Every loader returns a `Dataset` of float32 features and int32 labels with a fixed
-train/test split (stratified, seeded), already z-normalised:
+Every dataset is an entry of the `DATASETS` registry (a new one is one file in
+`research/data/` that registers its loader and class count). Every loader returns
+a `Dataset` of float32 features and int32 labels with a fixed train/test split
+(stratified, seeded), already z-normalised:
 
 * images (digits, mnist1d): one mean and one std over all pixels and examples of
   the train split, as GPICL does for MNIST;
@@ -16,14 +18,14 @@ import functools
 
 import numpy as np
 
-from research.config import ConfigError
+from models.registry import Registry
+from research.errors import ConfigError
+
+# name -> loader(test_fraction, seed, dim) -> Dataset; meta: num_classes, kind.
+DATASETS = Registry("dataset", ("research.data",), config_key="config.data.dataset")
 
 IMAGE_SETS = ("digits", "mnist1d")
 TABLE_SETS = ("iris", "wine", "breast_cancer")
-NAMES = IMAGE_SETS + TABLE_SETS + ("random",)
-# TFDS image sets, read from prepared array_record files (research/data/tfds.py).
-TFDS_NAMES = ("tfds:mnist", "tfds:fashion_mnist", "tfds:kmnist", "tfds:cifar10", "tfds:svhn",
-              "tfds:svhn_cropped")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,43 +71,55 @@ def _mnist1d(num_samples=4000, seed=42):
 
 
 def load(name: str, *, test_fraction: float = 0.2, seed: int = 0, dim: int = 64) -> Dataset:
-  """Loads a dataset by name; `dim` sizes the "random" set and TFDS images.
+  """Loads a registered dataset by name; `dim` sizes the "random" set and TFDS images.
 
   "tfds:<name>" (mnist, fashion_mnist, kmnist, cifar10, svhn) reads prepared
   TFDS files with its own fixed train/test splits (research/data/tfds.py); it
   is not cached here, so a test's mocked data never leaks into a later load.
   """
-  from research.data import tfds as tfds_data  # Light: TFDS itself is imported on use.
-  if tfds_data.is_tfds(name):
-    return tfds_data.load(name, input_dim=dim)
-  return _load(name, test_fraction=test_fraction, seed=seed, dim=dim)
+  return DATASETS.get(name).obj(test_fraction=test_fraction, seed=seed, dim=dim)
 
 
-@functools.lru_cache(maxsize=16)
-def _load(name: str, *, test_fraction: float, seed: int, dim: int) -> Dataset:
-  if name == "random":
-    # GPICL's "Random" set: one random image per class; a learner must memorise
-    # the ten (input, label) pairs in context. Train and test are the same ten.
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((10, dim)).astype(np.float32)
-    y = np.arange(10, dtype=np.int32)
-    return Dataset(name, x, y, x, y, 10)
-  if name in ("digits",) + TABLE_SETS:
-    x, y = _sklearn(name)
-  elif name == "mnist1d":
-    x, y = _mnist1d()
-  else:
-    raise ConfigError(
-        f"unknown offline dataset {name!r}; choose one of {', '.join(NAMES)} "
-        "(TFDS sets such as mnist go through research.data.tfds)")
-  x_tr, y_tr, x_te, y_te = _split(x, y, test_fraction, seed)
-  if name in IMAGE_SETS:
-    mean, std = x_tr.mean(), x_tr.std()
-  else:
-    mean, std = x_tr.mean(0), x_tr.std(0)
-    std = np.where(std > 0, std, 1.0)
-  norm = lambda a: ((a - mean) / std).astype(np.float32)
-  return Dataset(name, norm(x_tr), y_tr, norm(x_te), y_te, int(y.max()) + 1)
+def num_classes(name: str) -> int:
+  """Classes of a registered dataset, without loading it."""
+  return DATASETS.get(name).num_classes
+
+
+def names(kind: str | None = None) -> list[str]:
+  return [e.name for e in DATASETS.entries() if kind is None or e.kind == kind]
+
+
+@DATASETS.register("random", num_classes=10, kind="offline")
+def _random(*, test_fraction: float, seed: int, dim: int) -> Dataset:
+  """GPICL's "Random" set: one random image per class; a learner must memorise the
+  ten (input, label) pairs in context. Train and test are the same ten."""
+  del test_fraction
+  rng = np.random.default_rng(seed)
+  x = rng.standard_normal((10, dim)).astype(np.float32)
+  y = np.arange(10, dtype=np.int32)
+  return Dataset("random", x, y, x, y, 10)
+
+
+def _register(name: str, classes: int, raw):
+  @functools.lru_cache(maxsize=4)
+  def load_split(*, test_fraction: float, seed: int, dim: int) -> Dataset:
+    del dim  # Fixed-size features; padded by the experiment.
+    x, y = raw()
+    x_tr, y_tr, x_te, y_te = _split(x, y, test_fraction, seed)
+    if name in IMAGE_SETS:
+      mean, std = x_tr.mean(), x_tr.std()
+    else:
+      mean, std = x_tr.mean(0), x_tr.std(0)
+      std = np.where(std > 0, std, 1.0)
+    norm = lambda a: ((a - mean) / std).astype(np.float32)
+    return Dataset(name, norm(x_tr), y_tr, norm(x_te), y_te, int(y.max()) + 1)
+  load_split.__module__ = __name__
+  DATASETS.register(name, num_classes=classes, kind="offline")(load_split)
+
+
+for _name, _classes in (("digits", 10), ("iris", 3), ("wine", 3), ("breast_cancer", 2)):
+  _register(_name, _classes, functools.partial(_sklearn, _name))
+_register("mnist1d", 10, _mnist1d)
 
 
 def fit_dim(x: np.ndarray, dim: int) -> np.ndarray:

@@ -23,8 +23,9 @@ import os
 
 import numpy as np
 
-from research import config as config_lib
 from research.data import manifest
+from research.data import offline
+from research.errors import ConfigError
 
 PREFIX = "tfds:"
 # Config name -> TFDS builder name.
@@ -39,7 +40,7 @@ DATASETS = {
 NAMES = tuple(PREFIX + n for n in DATASETS)
 
 
-class DataMissingError(config_lib.ConfigError, FileNotFoundError):
+class DataMissingError(ConfigError, FileNotFoundError):
   """A TFDS set is not prepared; a ConfigError, so `launch.main` prints one line."""
 
 
@@ -124,7 +125,6 @@ def resize(images: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
 def load(name: str, *, input_dim: int, data_dir: str | None = None,
          max_train: int | None = None, max_test: int | None = None):
   """An `offline.Dataset` for a TFDS set (name with or without the "tfds:" prefix)."""
-  from research.data import offline  # Dataset lives there; offline imports us lazily.
   name = name[len(PREFIX):] if is_tfds(name) else name
   shape = image_shape(input_dim)
   x_tr, y_tr = read_split(name, "train", data_dir=data_dir, max_examples=max_train)
@@ -134,3 +134,8 @@ def load(name: str, *, input_dim: int, data_dir: str | None = None,
   norm = lambda a: ((a - mean) / std).reshape(len(a), -1).astype(np.float32)
   num_classes = int(max(y_tr.max(), y_te.max())) + 1
   return offline.Dataset(PREFIX + name, norm(x_tr), y_tr, norm(x_te), y_te, num_classes)
+
+
+for _name in DATASETS:
+  offline.DATASETS.register(PREFIX + _name, num_classes=10, kind="tfds")(
+      lambda *, test_fraction, seed, dim, _n=_name: load(_n, input_dim=dim))

@@ -1,25 +1,36 @@
 """Class-incremental learning with a discrete key-value bottleneck and its baselines.
 
-`run(config, workdir)` reads top to bottom:
-  1. data + frozen encoder (embeddings cached) for each seed;
-  2. per model: build it; for DKVB initialise keys on unlabelled other data and
-     freeze them;
-  3. the class-incremental loop: per task a (fresh, unless configured otherwise)
-     optimizer and `epochs_per_task` epochs, jitted as `lax.scan` over epochs
-     and minibatches; evaluation (class-balanced accuracy per task) after every
-     `eval_every` epochs and after every task;
-  4. metrics: accuracy matrix, average accuracy, forgetting, backward transfer,
-     aggregated over seeds; `metrics.jsonl`, `final_metrics.json`, `config.json`.
+Two registered tasks:
 
-DKVB trains on precomputed key indices: keys and encoder are frozen, so a
-sample's selected keys never change and the lookup is done once per task. The
-"used" mask is the set of keys selected by that task's training inputs (every
-input is visited every epoch, so this equals marking keys inside the steps).
+  "dkvb"         the protocol (`run`): every model of `config.models` through the same
+                 class-incremental stream, for all seeds; each model is one trainer run
+                 in `<workdir>/<model>/` (its seeds vmapped in one step), then a table of
+                 final accuracy, forgetting and backward transfer, mean ± standard error
+                 over seeds, in `<workdir>/final_metrics.json`.
+  "dkvb_stream"  one model's trainer run (`build`): the stream's stages are the
+                 trainer's phases. Per stage, `epochs` passes over that stage's examples
+                 in shuffled minibatches (the last one partial, as a DataLoader without
+                 drop_last); the optimizer state is re-initialised at every stage where the
+                 model says so; evaluation (class-balanced accuracy on every task's test
+                 classes) at the end of every stage gives the accuracy matrix.
+
+DKVB trains on precomputed key indices: keys and encoder are frozen (in `frozen`,
+never optimised or checkpointed), so a sample's selected keys never change and the
+lookup is done once per stage. The "used" mask after stage t is the set of keys
+selected by the training inputs of stages 0..t (every input is visited every
+epoch, so this equals marking keys inside the steps); evaluation reads only those.
+
+Seeds: replica s of a run trains seed `config.seed + s` — its own class order (seeds
+0 and 42 keep the order {0,1},{2,3},... as the released code), data split and key
+initialisation, all stacked in `frozen["per_seed"]`. Stages hold different numbers
+of examples; every stage has the same number of batch slots per epoch (for the
+largest stage of any seed) and slots beyond a stage's examples are inactive steps.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
+import hashlib
+import io
 import json
 import os
 import time
@@ -33,72 +44,102 @@ import numpy as np
 import optax
 
 from models import kv_bottleneck as kvb
+from research import encoders as encoders_lib
+from research import experiment as experiment_lib
+from research import metrics as metrics_lib
+from research import optim
+from research import sharding
+from research import stats
+from research import workdir as workdir_lib
 from research.dkvb import data as data_lib
-from research.dkvb import encoders as enc_lib
+from research.dkvb import defaults
+from research.dkvb import encoders as _  # noqa: F401  (registers the array encoders)
 from research.dkvb import keys as keys_lib
-from research.dkvb import pretrain as pretrain_lib
 from research.dkvb import stream as stream_lib
-from research.metrics import MetricWriter
+from research.errors import ConfigError, check_positive, check_range, require
 
-MODEL_KINDS = ("dkvb", "linear", "mlp")
-ENCODERS = ("identity", "pixels", "pca", "random_relu", "autoencoder")
 GRID = 100  # Toy decision-boundary grid (GRID × GRID points of the unit square).
+DATA_SALT = 7  # Keys of the epoch shuffles: key(DATA_SALT) folded with (seed, stage, epoch).
 
 
 # ----------------------------------------------------------------------------
-# Data.
+# Data: the seed's stream on the frozen encoder's embeddings.
 # ----------------------------------------------------------------------------
 class Stream(dict):
   """train: list of (x, y) per task; test: (x, y); tasks: class ids per task;
   key_data: (N, D) embeddings or `sample(rng, batch)`; num_classes; dim;
-  encoder_info: e.g. the pretrained encoder's training loss."""
+  encoder: the frozen encoder; encoder_info: e.g. the pretrained encoder's loss."""
   __getattr__ = dict.__getitem__
 
 
-def load_stream(cfg: ml_collections.ConfigDict, seed: int, workdir: str | None = None) -> Stream:
-  """The seed's task stream on the frozen encoder's embeddings. A pretrained
-  encoder's parameters are cached in `encoder.cache_dir`, else `workdir/cache`."""
-  d = cfg.data
+def _cache_dir(config, workdir: str | None) -> str | None:
+  return config.encoder.cache_dir or (os.path.join(workdir, "cache") if workdir else None)
+
+
+def load_stream(config, seed: int, cache_dir: str | None = None) -> Stream:
+  """The seed's task stream on the frozen encoder's embeddings (cached per process)."""
+  sections = json.dumps({k: config[k].to_dict() for k in ("data", "encoder", "stream")},
+                        sort_keys=True)
+  return _load_stream(sections, seed, cache_dir)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_stream(sections: str, seed: int, cache_dir: str | None) -> Stream:
+  cfg = ml_collections.ConfigDict(json.loads(sections))
+  d, e = cfg.data, cfg.encoder
   if d.name == "toy2d":
     train, test = data_lib.toy2d(seed, d.n_train, d.n_test)
     tasks = data_lib.toy2d_tasks()
     key_data = lambda rng, b: jax.random.uniform(rng, (b, 2))
+    enc = encoders_lib.make("identity", np.zeros((1, 2), np.float32))
     return Stream(train=train, test=test, tasks=tasks, key_data=key_data,
-                  num_classes=8, dim=2, encoder_info={})
+                  num_classes=8, dim=2, encoder=enc, encoder_info={})
   if d.name == "digits":
     (x_tr, y_tr), (x_te, y_te), x_key = data_lib.digits(seed, d.key_init_source)
     num_classes, scale = 10, 1.0
-  elif d.name in ("cifar10", "cifar100"):
+  else:  # TFDS cifar10 / cifar100 (validated).
     x_tr, y_tr = data_lib.tfds_images(d.name, "train", d.data_dir or None, d.max_examples or None)
     x_te, y_te = data_lib.tfds_images(d.name, "test", d.data_dir or None, d.max_examples or None)
     x_key, _ = data_lib.tfds_images(d.key_init_dataset, "train", d.data_dir or None,
                                     d.max_examples or None)  # Labels dropped.
     num_classes, scale = (10 if d.name == "cifar10" else 100), 255.0
-  else:
-    raise ValueError(f"unknown data.name {d.name!r}")
-  e = cfg.encoder
   # Fitted on the unlabelled key-init pool only: never sees task labels.
-  cache = e.cache_dir or None
-  param_cache = cache or (os.path.join(workdir, "cache") if workdir else None)
-  pretrain = e.get("pretrain")
-  encoder = enc_lib.make_encoder(e.name, x_key, dim=e.dim, seed=e.seed, scale=scale,
-                                 pretrain=pretrain.to_dict() if pretrain else None,
-                                 cache_dir=param_cache)
+  enc = encoders_lib.make(e.name, x_key, dim=e.dim, seed=e.seed, scale=scale,
+                          pretrain=e.pretrain.to_dict(), cache_dir=cache_dir)
   ds = f"{d.name}-s{seed}"
-  z_tr = enc_lib.cached_embed(encoder, x_tr, ds + "-train", cache)
-  z_te = enc_lib.cached_embed(encoder, x_te, ds + "-test", cache)
-  z_key = enc_lib.cached_embed(encoder, x_key, ds + "-keyinit", cache)
+  embed = lambda x, part: encoders_lib.cached_embed(enc, x, f"{ds}-{part}", cache_dir)
+  z_tr, z_te, z_key = embed(x_tr, "train"), embed(x_te, "test"), embed(x_key, "keyinit")
   order = stream_lib.class_order(num_classes, seed)
   tasks = stream_lib.make_tasks(order, cfg.stream.classes_per_task)
   return Stream(train=stream_lib.split_by_task(z_tr, y_tr, tasks), test=(z_te, y_te),
-                tasks=tasks, key_data=z_key, num_classes=num_classes, dim=encoder.dim,
-                encoder_info=encoder.info)
+                tasks=tasks, key_data=z_key, num_classes=num_classes, dim=enc.dim, encoder=enc,
+                encoder_info=enc.info)
+
+
+def stages_of(stream: Stream, iid: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+  """The stream's stages; the i.i.d. upper bound is one stage with every class."""
+  if iid:
+    return [(np.concatenate([t[0] for t in stream.train]),
+             np.concatenate([t[1] for t in stream.train]))]
+  return list(stream.train)
+
+
+def schedule(config, streams: list[Stream]) -> dict[str, int]:
+  """Stages, batch slots per epoch and steps per stage shared by every seed."""
+  m = config.model
+  stages = [stages_of(s, m.iid) for s in streams]
+  n_max = max(1, max(len(x) for st in stages for x, _ in st))
+  b = n_max if config.stream.batch_size <= 0 else min(config.stream.batch_size, n_max)
+  slots = -(-n_max // b)
+  epochs = m.epochs_per_task or config.stream.epochs_per_task
+  return dict(num_stages=len(stages[0]), n_max=n_max, batch=b, slots=slots, epochs=epochs,
+              steps_per_stage=epochs * slots, num_steps=len(stages[0]) * epochs * slots)
 
 
 # ----------------------------------------------------------------------------
-# Models.
+# Models and key initialisation.
 # ----------------------------------------------------------------------------
-def build_model(m: ml_collections.ConfigDict, dim: int, num_classes: int):
+def build_model(m, dim: int, num_classes: int):
   if m.kind == "dkvb":
     return kvb.KeyValueBottleneck(
         dim_in=dim, num_heads=m.num_heads, num_keys=m.num_keys, dim_key=m.dim_key,
@@ -107,103 +148,276 @@ def build_model(m: ml_collections.ConfigDict, dim: int, num_classes: int):
         value_init_scale=m.value_init_scale, key_chunk=m.key_chunk)
   if m.kind == "linear":
     return kvb.LinearProbe(num_classes, use_bias=m.bias)
-  if m.kind == "mlp":
-    return kvb.MLPProbe(num_classes, hidden=m.hidden)
-  raise ValueError(f"unknown model kind {m.kind!r}; expected one of {MODEL_KINDS}")
+  return kvb.MLPProbe(num_classes, hidden=m.hidden)
 
 
-def init_keys(model: kvb.KeyValueBottleneck, variables, key_data, k: ml_collections.ConfigDict,
-              rng) -> tuple[dict, dict]:
-  """Initialise and freeze the keys in `variables["keys"]`; returns (variables, info)."""
-  frozen = variables["keys"]
-  to_queries = lambda x: model.apply({"params": variables["params"], "keys": frozen}, x,
-                                     method=model.queries)
+def init_keys(model: kvb.KeyValueBottleneck, variables, key_data, k, rng) -> tuple[dict, dict]:
+  """The frozen "keys" collection after key initialisation; returns (keys, info)."""
+  keys = variables["keys"]
+  to_queries = lambda x: model.apply(variables, x, method=model.queries)
   t0 = time.perf_counter()
   info: dict[str, Any] = {}
   if k.method == "ema":
-    if callable(key_data):
-      steps = k.num_steps
-    else:
-      steps = k.num_steps or keys_lib.ema_num_steps(len(key_data), k.batch_size, k.epochs)
+    steps = k.num_steps or (k.num_steps if callable(key_data) else
+                            keys_lib.ema_num_steps(len(key_data), k.batch_size, k.epochs))
     codebook, state = keys_lib.ema_init_keys(
-        rng, key_data, to_queries, frozen["codebook"], num_steps=steps,
+        rng, key_data, to_queries, keys["codebook"], num_steps=steps,
         batch_size=k.batch_size, decay=k.decay, eps=k.eps, dead_fraction=k.dead_fraction,
         init_from_data=k.init_from_data, chunk_size=model.key_chunk, return_state=True)
     info.update(key_init_steps=steps, dead_keys_replaced=int(state.num_replaced))
   elif k.method == "kmeans":
     codebook = keys_lib.kmeans_init_keys(rng, key_data, to_queries, model.num_keys,
                                          num_iters=k.kmeans_iters, chunk_size=model.key_chunk)
-  elif k.method == "random":
-    codebook = frozen["codebook"]
   else:
-    raise ValueError(f"unknown key_init.method {k.method!r}")
+    codebook = keys["codebook"]
   codebook = jax.block_until_ready(codebook)
   info["key_init_s"] = time.perf_counter() - t0
-  new = dict(variables)
-  new["keys"] = dict(frozen, codebook=codebook)
-  return new, info
+  return dict(keys, codebook=np.asarray(codebook)), info
 
 
-def make_optimizer(m: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  opt = {"sgd": optax.sgd, "adam": optax.adam}[m.optimizer](m.lr)
-  if m.grad_clip:
-    opt = optax.chain(optax.clip_by_global_norm(m.grad_clip), opt)
-  return opt
+def cached_keys(model, m, stream: Stream, seed: int, cache_dir: str | None):
+  """`init_keys` for the seed, stored in `cache_dir` (the full-size key init takes
+  minutes: a resumed run must not redo it)."""
+  variables = jax.tree.map(np.asarray, kvb.init_bottleneck(model, jax.random.key(seed)))
+  keys = variables["keys"]
+  data_id = ("uniform" if callable(stream.key_data) else encoders_lib.array_hash(stream.key_data))
+  fp = json.dumps(dict(model=m.to_dict(), seed=seed, data=data_id, dim=stream.dim), sort_keys=True)
+  path = None
+  if cache_dir:
+    path = os.path.join(cache_dir, f"keys-{hashlib.sha256(fp.encode()).hexdigest()[:16]}.npz")
+    if os.path.exists(path):
+      with np.load(path, allow_pickle=False) as f:
+        info = json.loads(str(f["info"]))
+        return dict(keys, codebook=f["codebook"]), dict(info, key_init_cached=True)
+  keys, info = init_keys(model, variables, stream.key_data, m.key_init,
+                         jax.random.split(jax.random.key(seed), 3)[1])
+  if path:
+    os.makedirs(cache_dir, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, codebook=keys["codebook"], info=np.asarray(json.dumps(info)))
+    workdir_lib.write_atomic(path, buf.getvalue())
+  return keys, dict(info, key_init_cached=False)
 
 
 # ----------------------------------------------------------------------------
-# Training.
+# The trainer experiment of one model: "dkvb_stream".
 # ----------------------------------------------------------------------------
-def make_train_fn(logits_fn, opt, *, n_max: int, batch_size: int, label_smoothing: float,
-                  num_classes: int, num_epochs: int):
-  """Jitted (params, opt_state, x, y, n, rng) -> (params, opt_state, mean loss).
+def validate_model(m, where: str = "config.model") -> None:
+  require(m.kind in defaults.MODEL_KINDS,
+          f"{where}.kind={m.kind!r}; use one of {defaults.MODEL_KINDS}")
+  require(m.lr > 0, f"{where}.lr={m.lr} cannot work: it must be > 0")
+  require(m.optimizer in optim.OPTIMIZERS,
+          f"{where}.optimizer={m.optimizer!r} unknown; known: {optim.OPTIMIZERS.names()}")
+  require(m.grad_clip >= 0, f"{where}.grad_clip={m.grad_clip} cannot work: it must be >= 0")
+  require(m.epochs_per_task >= 0, f"{where}.epochs_per_task={m.epochs_per_task} must be >= 0")
+  if m.kind == "dkvb":
+    for key in ("num_heads", "num_keys", "dim_key", "top_k", "key_chunk"):
+      require(isinstance(m[key], int) and m[key] > 0,
+              f"{where}.{key}={m[key]!r} cannot work: it must be a positive integer")
+    require(m.top_k <= m.num_keys, f"{where}.top_k={m.top_k} exceeds num_keys={m.num_keys}")
+    choices = {"projection": ("random", "chunk", "identity", "learned"),
+               "decoder": ("vote", "linear", "mlp"), "value_init": ("zeros", "normal")}
+    for key, allowed in choices.items():
+      require(m[key] in allowed, f"{where}.{key}={m[key]!r}; use one of {allowed}")
+    k = m.key_init
+    require(k.method in ("ema", "kmeans", "random"),
+            f"{where}.key_init.method={k.method!r}; use ema, kmeans or random")
+    require(k.batch_size > 0 and k.epochs >= 0 and k.num_steps >= 0,
+            f"{where}.key_init: batch_size must be > 0, epochs and num_steps >= 0")
+    require(0 < k.decay < 1, f"{where}.key_init.decay={k.decay} must be in (0, 1)")
+  elif m.kind == "mlp":
+    require(m.hidden > 0, f"{where}.hidden={m.hidden} cannot work: it must be > 0")
 
-  Runs `num_epochs` epochs of shuffled minibatches over the first `n` rows of
-  `x`, `y` (padded to `n_max` rows, so tasks of different sizes share one
-  compilation). Like a DataLoader without drop_last: the last batch of an epoch
-  may be partial (masked), batches past the end are skipped. `batch_size <= 0`
-  means full batch.
-  """
-  b = n_max if batch_size <= 0 else min(batch_size, n_max)
-  num_batches = -(-n_max // b)
 
-  def loss_fn(params, x, y, w):
-    targets = optax.smooth_labels(jax.nn.one_hot(y, num_classes), label_smoothing)
-    losses = optax.softmax_cross_entropy(logits_fn(params, x), targets)
-    return jnp.sum(w * losses) / jnp.maximum(jnp.sum(w), 1.0)
+def validate_data(config) -> None:
+  d, s = config.data, config.stream
+  require(d.name in ("toy2d", "digits", "cifar10", "cifar100"),
+          f"config.data.name={d.name!r}; use toy2d, digits, cifar10 or cifar100")
+  require(d.key_init_source in ("transformed", "holdout", "noise", ""),
+          f"config.data.key_init_source={d.key_init_source!r}; use transformed, holdout or noise")
+  require(d.name not in ("cifar10", "cifar100") or bool(d.key_init_dataset),
+          f"config.data.key_init_dataset is empty; name the unlabelled TFDS set keys are fitted "
+          f"on (e.g. cifar100)")
+  require(config.encoder.name in encoders_lib.ENCODERS,
+          f"config.encoder.name={config.encoder.name!r} unknown; known: "
+          f"{encoders_lib.ENCODERS.names()}")
+  check_positive(config, "stream.classes_per_task", "stream.epochs_per_task")
+  check_range(config, "stream.label_smoothing", 0, 1, high_open=True)
+  check_range(config, "stream.batch_size", 0, integer=True)
+  check_range(config, "stream.eval_every_epochs", 0, integer=True)
+  classes = {"toy2d": 8, "digits": 10, "cifar10": 10, "cifar100": 100}[d.name]
+  require(classes % s.classes_per_task == 0,
+          f"config.stream.classes_per_task={s.classes_per_task} does not split the {classes} "
+          f"classes of {d.name} into equal tasks")
 
-  def step(carry, xs):
-    params, opt_state, x, y, n = carry
-    idx, pos = xs
-    w = (pos < n).astype(jnp.float32)
 
-    def update(_):
-      loss, grads = jax.value_and_grad(loss_fn)(params, x[idx], y[idx], w)
-      updates, new_state = opt.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), new_state, loss
+@experiment_lib.EXPERIMENTS.register(
+    "dkvb_stream", defaults=defaults.stream_config,
+    named_sections={"model": lambda saved: defaults.model_config(
+        saved.get("kind", "dkvb")).to_dict()})
+def build(config, mesh) -> experiment_lib.Experiment:
+  validate_data(config)
+  validate_model(config.model)
+  m, num_seeds = config.model, config.train.num_seeds
+  seeds = [config.seed + s for s in range(num_seeds)]
+  cache = config.encoder.cache_dir or None
+  streams = [load_stream(config, seed, cache) for seed in seeds]
+  plan = schedule(config, streams)
+  require(config.train.num_steps == plan["num_steps"],
+          f"config.train.num_steps={config.train.num_steps} but the stream has "
+          f"{plan['num_steps']} steps ({plan['num_stages']} stages × {plan['epochs']} epochs × "
+          f"{plan['slots']} batches); the dkvb protocol sets it")
+  s0 = streams[0]
+  model = build_model(m, s0.dim, s0.num_classes)
+  is_dkvb = m.kind == "dkvb"
+  n_max, b, slots, sps = plan["n_max"], plan["batch"], plan["slots"], plan["steps_per_stage"]
+  num_stages, num_tasks = plan["num_stages"], len(s0.tasks)
 
-    skip = lambda _: (params, opt_state, jnp.zeros((), jnp.float32))
-    new_params, new_state, loss = jax.lax.cond(pos[0] < n, update, skip, None)
-    return (new_params, new_state, x, y, n), (loss, pos[0] < n)
+  # Per seed: frozen keys, the stages' inputs (key indices for DKVB), used masks.
+  per_seed, seed_info = [], []
+  for seed, s in zip(seeds, streams):
+    stages = stages_of(s, m.iid)
+    entry: dict[str, Any] = {"seed": np.int32(seed), "tasks": np.stack(s.tasks).astype(np.int32),
+                             "test_x": s.test[0].astype(np.float32),
+                             "test_y": s.test[1].astype(np.int32),
+                             "count": np.asarray([len(x) for x, _ in stages], np.int32)}
+    info = {}
+    if is_dkvb:
+      keys, info = cached_keys(model, m, s, seed, cache)
+      p0 = kvb.init_bottleneck(model, jax.random.key(0))["params"]  # Lookup reads no params.
+      lookup = jax.jit(lambda keys, x: model.apply({"params": p0, "keys": keys}, x,
+                                                   method=model.lookup)[0])
+      inputs, used = [], np.zeros((num_stages, m.num_heads, m.num_keys), bool)
+      mask = np.zeros((m.num_heads, m.num_keys), bool)
+      for t, (x, _) in enumerate(stages):
+        idx = _batched(lambda rows: lookup(keys, rows), x) if len(x) else np.zeros(
+            (0, m.num_heads, m.top_k), np.int32)
+        mask = np.asarray(kvb.mark_used(jnp.asarray(mask), jnp.asarray(idx))) if len(x) else mask
+        used[t] = mask
+        inputs.append(idx.astype(np.int32))
+      entry.update(keys=keys, used=used)
+    else:
+      inputs = [x.astype(np.float32) for x, _ in stages]
+    entry["x"] = np.stack([_pad_rows(x, n_max) for x in inputs])
+    entry["y"] = np.stack([_pad_rows(y.astype(np.int32), n_max) for _, y in stages])
+    per_seed.append(entry)
+    seed_info.append(dict(info, **s.encoder_info))
+  stacked = jax.tree.map(lambda *xs: np.stack(xs), *per_seed)
+  if num_seeds == 1:
+    stacked = jax.tree.map(lambda x: x[0], stacked)
+  frozen = {"per_seed": jax.tree.map(lambda x: sharding.put_replicated(x, mesh), stacked)}
 
-  def epoch(carry, rng):
-    n = carry[-1]
+  def logits_fn(params, ps, x):
+    if is_dkvb:
+      return model.apply({"params": params, "keys": ps["keys"]}, x, method=model.read)
+    return model.apply({"params": params}, x)
+
+  def init_params(key):
+    if is_dkvb:
+      return model.init({"params": key, "keys": jax.random.key(0)},
+                        jnp.zeros((1, s0.dim), jnp.float32))["params"]
+    return model.init(key, jnp.zeros((1, s0.dim), jnp.float32))["params"]
+
+  def position(step):
+    """(stage, epoch, batch slot) of a step."""
+    t = jnp.minimum(step // sps, num_stages - 1)
+    i = step - t * sps
+    return t, i // slots, i % slots
+
+  def sample_batch(frozen, key, step):
+    del key  # Shuffles are keyed by (seed, stage, epoch): one permutation per epoch.
+    ps = frozen["per_seed"]
+    t, e, j = position(step)
+    n = ps["count"][t]
+    k = jax.random.fold_in(jax.random.fold_in(
+        jax.random.fold_in(jax.random.key(DATA_SALT), ps["seed"]), t), e)
     # A random permutation of the n valid rows first, padding rows last.
-    order = jnp.argsort(jnp.where(jnp.arange(n_max) < n,
-                                  jax.random.uniform(rng, (n_max,)), 2.0))
-    order = jnp.pad(order, (0, num_batches * b - n_max))
-    pos = jnp.arange(num_batches * b)
-    carry, (losses, active) = jax.lax.scan(
-        step, carry, (order.reshape(num_batches, b), pos.reshape(num_batches, b)))
-    return carry, jnp.sum(losses) / jnp.maximum(jnp.sum(active), 1)
+    order = jnp.argsort(jnp.where(jnp.arange(n_max) < n, jax.random.uniform(k, (n_max,)), 2.0))
+    order = jnp.pad(order, (0, slots * b - n_max))
+    rows = jax.lax.dynamic_slice(order, (j * b,), (b,))
+    weight = ((j * b + jnp.arange(b)) < n).astype(jnp.float32)
+    return {"x": ps["x"][t][rows], "y": ps["y"][t][rows], "w": weight}
+
+  def active(frozen, step):
+    t, _, j = position(step)
+    return j * b < frozen["per_seed"]["count"][t]
+
+  def loss_fn(params, frozen, batch, key):
+    del key
+    targets = optax.smooth_labels(jax.nn.one_hot(batch["y"], s0.num_classes),
+                                  config.stream.label_smoothing)
+    losses = optax.softmax_cross_entropy(logits_fn(params, frozen["per_seed"], batch["x"]),
+                                         targets)
+    loss = jnp.sum(batch["w"] * losses) / jnp.maximum(jnp.sum(batch["w"]), 1.0)
+    return loss, {"loss": loss}
 
   @jax.jit
-  def train(params, opt_state, x, y, n, rng):
-    carry, losses = jax.lax.scan(epoch, (params, opt_state, x, y, n),
-                                 jax.random.split(rng, num_epochs))
-    return carry[0], carry[1], losses.mean()
+  def predict(params, ps, x, stage):
+    if is_dkvb:
+      queries = model.apply({"params": params, "keys": ps["keys"]}, x, method=model.queries)
+      idx, _ = kvb.nearest_keys(queries,
+                                ps["keys"]["codebook"], k=m.top_k, mask=ps["used"][stage],
+                                chunk_size=m.key_chunk)
+      return jnp.argmax(logits_fn(params, ps, idx), -1)
+    return jnp.argmax(logits_fn(params, ps, x), -1)
 
-  return train
+  grid = None
+  if config.data.name == "toy2d" and config.stream.save_grid:
+    g = np.linspace(0, 1, GRID, dtype=np.float32)
+    grid = np.stack(np.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
+
+  def stage_at(step: int) -> int:
+    return min(max(step - 1, 0) // sps, num_stages - 1)
+
+  def evaluate(params, frozen, step):
+    ps = frozen["per_seed"]
+    t = stage_at(step)
+    tasks = [np.asarray(c) for c in np.asarray(ps["tasks"])]
+    y_te = np.asarray(ps["test_y"])
+    pred = np.asarray(predict(params, ps, ps["test_x"], t))
+    row = stream_lib.task_accuracies(pred, y_te, tasks)
+    out = {"stage": t, "epoch": float(step / slots), "seed": int(ps["seed"]),
+           "acc": stream_lib.balanced_accuracy(pred, y_te, np.arange(s0.num_classes)),
+           "acc_se": stream_lib.balanced_accuracy_se(pred, y_te, np.arange(s0.num_classes)),
+           "n_test": int(len(y_te)), **{f"acc_task{j}": float(a) for j, a in enumerate(row)}}
+    if grid is not None:
+      out["grid_preds"] = np.asarray(predict(params, ps, jnp.asarray(grid), t)).tolist()
+    return out
+
+  def report(params, frozen, workdir, final):
+    del params
+    ps = frozen["per_seed"]
+    seed = int(ps["seed"])
+    rows = {r["step"]: r for r in metrics_lib.read_metrics(workdir, "eval")}
+    ends = [(t + 1) * sps for t in range(num_stages)]
+    missing = [e for e in ends if e not in rows]
+    if missing:
+      raise RuntimeError(f"no evaluation at the stage ends {missing} in {workdir}")
+    r_mat = np.asarray([[rows[e][f"acc_task{j}"] for j in range(num_tasks)] for e in ends])
+    final.update(final_acc=final["acc"], acc_matrix=r_mat.tolist(),
+                 average_accuracy=stream_lib.average_accuracy(r_mat),
+                 forgetting=stream_lib.forgetting(r_mat),
+                 backward_transfer=stream_lib.backward_transfer(r_mat),
+                 **seed_info[seeds.index(seed)])
+    if is_dkvb:
+      final["keys_used_fraction"] = float(np.mean(np.asarray(ps["used"])[-1]))
+    if grid is not None and jax.process_index() == 0:
+      buf = io.BytesIO()
+      np.savez(buf, grid=grid, preds=np.asarray([rows[e]["grid_preds"] for e in ends]),
+               x_test=np.asarray(ps["test_x"]), y_test=np.asarray(ps["test_y"]))
+      workdir_lib.write_atomic(os.path.join(workdir, "grid.npz"), buf.getvalue())
+    final.pop("grid_preds", None)
+    return (f"[dkvb] seed {seed} {m.kind}: acc {final['final_acc']:.4f} "
+            f"forgetting {final['forgetting']:.3f}")
+
+  phases = tuple(sps * t for t in range(1, num_stages))
+  info = {"kind": m.kind, "stages": num_stages, "steps_per_stage": sps,
+          "batch_slots_per_epoch": slots, "num_classes": s0.num_classes, "dim": s0.dim}
+  return experiment_lib.Experiment(
+      init_params, sample_batch, loss_fn, evaluate, report, info, frozen=frozen,
+      phases=phases, reset_optimizer=m.reset_optimizer, active=active,
+      objects={"model": model, "encoders": [s.encoder for s in streams], "predict": predict,
+               "streams": streams})
 
 
 def _pad_rows(a: np.ndarray, n: int) -> np.ndarray:
@@ -214,194 +428,78 @@ def _batched(fn, x, batch: int = 1024):
   return np.concatenate([np.asarray(fn(x[i:i + batch])) for i in range(0, len(x), batch)])
 
 
-def run_model(name: str, m: ml_collections.ConfigDict, s: Stream, cfg, seed: int,
-              writer: MetricWriter, workdir: str) -> dict[str, Any]:
-  """Train one model through the stream; returns its accuracy matrix and metrics."""
-  rng = jax.random.key(seed)
-  r_init, r_keys, r_train = jax.random.split(rng, 3)
-  model = build_model(m, s.dim, s.num_classes)
-  is_dkvb = m.kind == "dkvb"
-  info: dict[str, Any] = {}
-  if is_dkvb:
-    variables = kvb.init_bottleneck(model, r_init)
-    variables, info = init_keys(model, variables, s.key_data, m.key_init, r_keys)
-    frozen = variables["keys"]
-    params = p0 = variables["params"]
-    lookup = jax.jit(lambda fr, x, restrict: model.apply(
-        {"params": p0, "keys": fr}, x, restrict, method=model.lookup)[0],
-                     static_argnums=2)
-    logits_fn = lambda p, idx: model.apply({"params": p, "keys": frozen}, idx, method=model.read)
-  else:
-    params = nn.meta.unbox(model.init(r_init, jnp.zeros((1, s.dim))))["params"]
-    logits_fn = lambda p, x: model.apply({"params": p}, x)
-
-  x_te, y_te = s.test
-  if m.iid:  # Upper bound: one task with all classes.
-    stages = [(np.concatenate([t[0] for t in s.train]), np.concatenate([t[1] for t in s.train]))]
-  else:
-    stages = s.train
-  epochs = m.epochs_per_task or cfg.train.epochs_per_task
-  eval_every = cfg.train.eval_every or epochs
-  opt = make_optimizer(m)
-  opt_state = opt.init(params)
-  grid = None
-  if cfg.data.name == "toy2d" and cfg.save_grid:
-    g = np.linspace(0, 1, GRID, dtype=np.float32)
-    grid = np.stack(np.meshgrid(g, g, indexing="xy"), -1).reshape(-1, 2)
-  grid_preds = []
-
-  def predict(params, x):
-    if is_dkvb:
-      idx = _batched(lambda b: lookup(frozen, b, True), x)
-      return _batched(lambda b: logits_fn(params, b), idx).argmax(-1)
-    return _batched(lambda b: logits_fn(params, b), x).argmax(-1)
-
-  n_max = max(len(x) for x, _ in stages)
-  rows, epoch_count, t0 = [], 0, time.perf_counter()
-  train_fns: dict[tuple[int, int], Any] = {}
-  for t, (x, y) in enumerate(stages):
-    if m.reset_optimizer and t > 0:
-      opt_state = opt.init(params)
-    if is_dkvb:
-      idx = _batched(lambda b: lookup(frozen, b, False), x)
-      frozen = dict(frozen, used=kvb.mark_used(frozen["used"], jnp.asarray(idx)))
-      x_in = idx
-    else:
-      x_in = x
-    done = 0 if len(x) else epochs  # A task without examples (tiny mock data) trains nothing.
-    row = None
-    while done < epochs:
-      chunk = min(eval_every, epochs - done)
-      if chunk not in train_fns:
-        train_fns[chunk] = make_train_fn(
-            logits_fn, opt, n_max=n_max, batch_size=cfg.train.batch_size,
-            label_smoothing=cfg.train.label_smoothing, num_classes=s.num_classes,
-            num_epochs=chunk)
-      r_train, r = jax.random.split(r_train)
-      params, opt_state, loss = train_fns[chunk](
-          params, opt_state, jnp.asarray(_pad_rows(x_in, n_max)),
-          jnp.asarray(_pad_rows(y, n_max)), jnp.int32(len(x)), r)
-      done += chunk
-      epoch_count += chunk
-      pred = predict(params, x_te)
-      row = stream_lib.task_accuracies(pred, y_te, s.tasks)
-      acc = stream_lib.balanced_accuracy(pred, y_te, np.arange(s.num_classes))
-      writer.write(epoch_count, {"task": t, "loss": float(loss), "acc": acc,
-                                 **{f"acc_task{j}": a for j, a in enumerate(row)}},
-                   kind=f"{name}/s{seed}")
-    if row is None:
-      pred = predict(params, x_te)
-      row = stream_lib.task_accuracies(pred, y_te, s.tasks)
-      acc = stream_lib.balanced_accuracy(pred, y_te, np.arange(s.num_classes))
-    rows.append(row)
-    if grid is not None:
-      grid_preds.append(predict(params, grid))
-  r_mat = np.stack(rows)
-  out = {
-      "final_acc": acc,
-      "acc_matrix": r_mat.tolist(),
-      "average_accuracy": stream_lib.average_accuracy(r_mat),
-      "forgetting": stream_lib.forgetting(r_mat),
-      "backward_transfer": stream_lib.backward_transfer(r_mat),
-      "train_s": time.perf_counter() - t0,
-      **info,
-  }
-  if is_dkvb:
-    out["keys_used_fraction"] = float(np.mean(np.asarray(frozen["used"])))
-  if grid is not None:
-    np.savez(os.path.join(workdir, f"grid_{name}_s{seed}.npz"), grid=grid,
-             preds=np.stack(grid_preds), x_test=x_te, y_test=y_te)
-  return out
-
-
 # ----------------------------------------------------------------------------
-# Entry point.
+# The protocol: every model, all seeds ("dkvb").
 # ----------------------------------------------------------------------------
-REQUIRED = ("task", "seeds", "data", "encoder", "stream", "train", "models")
+def validate(config) -> None:
+  validate_data(config)
+  check_positive(config, "num_seeds", "steps_per_call")
+  check_range(config, "seed", 0, 2**31 - 1, integer=True)
+  require(len(config.models) > 0, "config.models is empty; add at least one model")
+  for name, m in config.models.items():
+    validate_model(m, f"config.models.{name}")
+  only = [n for n in config.only.split(",") if n]
+  unknown = [n for n in only if n not in config.models]
+  require(not unknown, f"config.only names unknown models {unknown}; have {list(config.models)}")
 
 
-def validate(cfg: ml_collections.ConfigDict) -> None:
-  missing = [k for k in REQUIRED if k not in cfg]
-  if missing:
-    raise ValueError(f"DKVB config lacks keys {missing}")
-  if cfg.task != "dkvb":
-    raise ValueError(f"config.task must be 'dkvb', got {cfg.task!r}")
-  choices = {"data.name": (cfg.data.name, ("toy2d", "digits", "cifar10", "cifar100")),
-             "encoder.name": (cfg.encoder.name, ENCODERS)}
-  for name, m in cfg.models.items():
-    choices[f"models.{name}.kind"] = (m.kind, MODEL_KINDS)
-    choices[f"models.{name}.optimizer"] = (m.optimizer, ("sgd", "adam"))
-    if m.kind == "dkvb":
-      choices[f"models.{name}.projection"] = (m.projection, ("random", "chunk", "identity", "learned"))
-      choices[f"models.{name}.decoder"] = (m.decoder, ("vote", "linear", "mlp"))
-      choices[f"models.{name}.value_init"] = (m.value_init, ("zeros", "normal"))
-      choices[f"models.{name}.key_init.method"] = (m.key_init.method, ("ema", "kmeans", "random"))
-  for key, (value, allowed) in choices.items():
-    if value not in allowed:
-      raise ValueError(f"config.{key}={value!r} not in {allowed}")
-  settable = {f.name for f in dataclasses.fields(pretrain_lib.PretrainConfig)} - {"dim", "seed"}
-  unknown = [k for k in (cfg.encoder.get("pretrain") or {}) if k not in settable]
-  if unknown:  # dim and seed come from encoder.dim / encoder.seed.
-    raise ValueError(f"config.encoder.pretrain has unknown keys {unknown}; "
-                     f"settable: {sorted(settable)}")
-  only = [n for n in cfg.only.split(",") if n] if cfg.get("only") else []
-  unknown = [n for n in only if n not in cfg.models]
-  if unknown:
-    raise ValueError(f"config.only names unknown models {unknown}; have {list(cfg.models)}")
+def model_run_config(config, name: str, workdir: str) -> ml_collections.ConfigDict:
+  """The trainer config of model `name` (its length from the stream's schedule)."""
+  c = defaults.stream_config(config, name)
+  c.encoder.cache_dir = _cache_dir(config, workdir)
+  seeds = [config.seed + s for s in range(config.num_seeds)]
+  plan = schedule(c, [load_stream(c, seed, c.encoder.cache_dir) for seed in seeds])
+  n = plan["num_steps"]
+  every = (config.stream.eval_every_epochs * plan["slots"]) or n
+  c.train.update(num_steps=n, batch_size=plan["batch"], log_every=plan["steps_per_stage"],
+                 eval_every=min(every, n), checkpoint_every=plan["steps_per_stage"],
+                 keep_checkpoints=2)
+  return c.lock()
 
 
-def _summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
-  out = {}
+@experiment_lib.EXPERIMENTS.register("dkvb", defaults=defaults.get_config, runner=True)
+def run(config, workdir: str) -> dict[str, Any]:
+  """Every model of `config.models` over all seeds; returns the summary per model."""
+  from research import train  # The protocol runs the trainer once per model.
+  validate(config)
+  workdir_lib.check_workdir(workdir)
+  workdir_lib.write_atomic(os.path.join(workdir, "config.json"),
+                           config.to_json_best_effort(indent=2, sort_keys=True))
+  names = [n for n in config.only.split(",") if n] or list(config.models)
+  results = {}
+  for name in names:
+    sub = model_run_config(config, name, workdir)
+    t0 = time.perf_counter()
+    final = train.train_and_evaluate(sub, os.path.join(workdir, name))
+    results[name] = summarise(final, sub.train.num_seeds, time.perf_counter() - t0)
+    print(f"[dkvb] {name:>14}: " + stats.fmt(*_acc(results[name]), scale=100, digits=1)
+          + f" % ({results[name]['seconds']:.1f} s)", flush=True)
+  workdir_lib.write_atomic(os.path.join(workdir, "final_metrics.json"),
+                           json.dumps(results, indent=2))
+  print(results_table(results))
+  return results
+
+
+def _acc(r):
+  return r["final_acc_mean"], r["final_acc_se"], r["num_seeds"]
+
+
+def summarise(final: dict, num_seeds: int, seconds: float) -> dict[str, Any]:
+  """Per model: mean ± standard error over seeds of the stream metrics, per seed."""
+  per_seed = final["per_seed"] if num_seeds > 1 else [final]
+  out: dict[str, Any] = {"num_seeds": len(per_seed), "seconds": seconds}
   for key in ("final_acc", "average_accuracy", "forgetting", "backward_transfer"):
-    v = np.asarray([r[key] for r in per_seed], np.float64)
-    out[f"{key}_mean"], out[f"{key}_std"] = float(v.mean()), float(v.std())
+    out[f"{key}_mean"], out[f"{key}_se"], _ = stats.mean_se([r[key] for r in per_seed])
   out["per_seed"] = per_seed
   return out
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Run every model of `config.models` over `config.seeds`; returns final metrics."""
-  validate(config)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
-  only = [n for n in config.only.split(",") if n] if config.get("only") else list(config.models)
-  writer = MetricWriter(workdir, tensorboard=config.get("tensorboard", False))
-  results: dict[str, list] = {n: [] for n in only}
-  try:
-    for seed in config.seeds:
-      s = load_stream(config, seed, workdir)
-      if s.encoder_info:
-        writer.write(0, s.encoder_info, kind=f"encoder/s{seed}")
-        print(f"[dkvb] seed {seed} encoder {config.encoder.name}: {s.encoder_info}", flush=True)
-      for name in only:
-        res = run_model(name, config.models[name], s, config, seed, writer, workdir)
-        results[name].append(dict(seed=seed, **res))
-        writer.write(0, {k: v for k, v in res.items() if k != "acc_matrix"},
-                     kind=f"final/{name}/s{seed}")
-        print(f"[dkvb] seed {seed} {name:>14}: acc {res['final_acc']:.4f} "
-              f"forgetting {res['forgetting']:.3f} ({res['train_s']:.1f}s)", flush=True)
-  finally:
-    writer.close()
-  final = {name: _summary(r) for name, r in results.items()}
-  with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
-    json.dump(final, f, indent=2)
-  return final
-
-
-def main(argv):  # `python -m research.dkvb.experiment --config ...[:arg] --workdir DIR`
-  del argv
-  from absl import flags
-  res = run(flags.FLAGS.config, flags.FLAGS.workdir)
-  for name, r in res.items():
-    print(f"{name:>14}: final acc {r['final_acc_mean']:.4f} ± {r['final_acc_std']:.4f}  "
-          f"forgetting {r['forgetting_mean']:.3f} ± {r['forgetting_std']:.3f}")
-
-
-if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", None, "DKVB config file[:arg].", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Run directory.")
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+def results_table(results: dict[str, Any]) -> str:
+  """Markdown: final accuracy and forgetting per model (%, mean ± se over n seeds)."""
+  lines = ["| model | final accuracy (%) | forgetting (%) | backward transfer (%) | seeds |",
+           "|---|---|---|---|---|"]
+  for name, r in results.items():
+    cell = lambda k: stats.fmt(r[f"{k}_mean"], r[f"{k}_se"], scale=100, digits=1)
+    lines.append(f"| {name} | {cell('final_acc')} | {cell('forgetting')} | "
+                 f"{cell('backward_transfer')} | {r['num_seeds']} |")
+  return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""A small encoder pretrained inside the framework on other, unlabelled data.
+"""A small encoder pretrained inside the framework on other, unlabelled data: a
+trainer experiment ("dkvb_pretrain"), so it resumes, checkpoints and logs like any run.
 
 The paper's DKVB sits on a backbone pretrained elsewhere (ImageNet, CLIP, ...)
 and frozen. Offline, for the digits stream, the honest stand-in is a denoising
@@ -14,130 +15,173 @@ would use digit labels, i.e. the evaluation's classes; reconstruction uses
 none. So the encoder is pretrained on exactly the data the PCA and
 random-feature encoders are fitted on, with a learned nonlinear map instead.
 
-Training is plain `init` / `apply` + optax in one jitted `lax.scan`; every
-batch is a pure function of (seed, step). The trained parameters are cached as
-`.npz` (no pickle) keyed by a hash of the architecture, the training settings,
-the seed and the pool's bytes, so a run reuses them and any change retrains.
+Loss: mean squared error of reconstructing x from x + noise, inputs standardised
+with the pool's scalar mean/std; AdamW; minibatches drawn uniformly with
+replacement from the batch key. The pool is stored in the run's workdir
+(`pool.npy`, its SHA-256 in the config), and the workdir is named by a hash of
+the settings and the pool, so a DKVB run reuses a finished pretraining run and any
+change trains a new one.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
+import io
+import json
 import os
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
-import optax
-from flax import traverse_util
 
 from models import kv_bottleneck as kvb
+from research import config as config_lib
+from research import experiment as experiment_lib
+from research import metrics as metrics_lib
+from research import sharding
+from research import workdir as workdir_lib
+from research.errors import ConfigError, check_positive, check_range
 
-CACHE_VERSION = 1  # Bump when the training code changes what it produces.
-
-
-@dataclasses.dataclass(frozen=True)
-class PretrainConfig:
-  dim: int = 32  # Embedding size.
-  hidden: int = 256
-  steps: int = 3000
-  batch_size: int = 128
-  lr: float = 1e-3
-  weight_decay: float = 1e-4
-  noise: float = 0.3  # Std of the Gaussian input noise (denoising), in standardised units.
-  seed: int = 0
+POOL = "pool.npy"
+VERSION = 2  # Bump when the training code changes what it produces.
 
 
-def fingerprint(cfg: PretrainConfig, data_hash: str) -> str:
-  fields = "/".join(f"{k}={v}" for k, v in sorted(dataclasses.asdict(cfg).items()))
-  return f"autoencoder/v{CACHE_VERSION}/{fields}/{data_hash}"
+def get_config() -> ml_collections.ConfigDict:
+  """Every key of a pretraining run, with its default."""
+  c = config_lib.trainer_sections(ml_collections.ConfigDict())
+  c.task = "dkvb_pretrain"
+  c.model = ml_collections.ConfigDict(dict(
+      dim=32,                       # Embedding size (the bottleneck).
+      hidden=256,                   # Hidden width of encoder and decoder.
+  ))
+  c.data = ml_collections.ConfigDict(dict(
+      pool="",                      # Path of the unlabelled (N, D) float32 .npy (in the workdir).
+      pool_sha256="",               # Its SHA-256: a changed pool is another experiment.
+      noise=0.3,                    # Std of the Gaussian input noise, standardised units.
+      version=VERSION,
+  ))
+  c.optimizer.update(name="adamw", learning_rate=1e-3, weight_decay=1e-4)
+  c.train.update(num_steps=3000, batch_size=128, steps_per_call=500, log_every=100,
+                 eval_every=1000, checkpoint_every=1000, keep_checkpoints=1, tensorboard=False,
+                 progress=False)
+  c.eval = ml_collections.ConfigDict(dict(seed=1234, batch_size=512))
+  return c
+
+
+def fingerprint(config) -> str:
+  keys = {k: config[k].to_dict() for k in ("model", "data", "optimizer", "schedule")}
+  keys["data"].pop("pool")  # Where it is stored, not what it is.
+  keys.update(seed=config.seed, steps=config.train.num_steps, batch=config.train.batch_size)
+  return "autoencoder/" + json.dumps(keys, sort_keys=True)
 
 
 def _standardiser(x: np.ndarray) -> tuple[np.float32, np.float32]:
-  """One mean and one std over all features (as `encoders.random_relu`)."""
+  """One mean and one std over all features (as the random-feature encoder)."""
   return np.float32(x.mean()), np.float32(x.std() + 1e-6)
 
 
-def train_autoencoder(x: np.ndarray, cfg: PretrainConfig) -> tuple[dict, np.ndarray]:
-  """Denoising reconstruction on unlabelled (N, D) `x`; returns (params, loss per step).
+def _sha256(x: np.ndarray) -> str:
+  return hashlib.sha256(np.ascontiguousarray(x, np.float32).tobytes()).hexdigest()
 
-  Inputs are standardised with the pool's scalar mean/std; the loss is the mean
-  squared error of reconstructing x from x + noise; AdamW; minibatches drawn
-  uniformly with replacement, the key of a step folded in from the seed.
-  """
+
+def validate(config) -> None:
+  check_positive(config, "model.dim", "model.hidden", "eval.batch_size")
+  check_range(config, "data.noise", 0)
+
+
+@experiment_lib.EXPERIMENTS.register("dkvb_pretrain", defaults=get_config)
+def build(config, mesh) -> experiment_lib.Experiment:
+  validate(config)
+  path = config.data.pool
+  if not path or not os.path.exists(path):
+    raise ConfigError(f"the pretraining pool {path} is missing; the DKVB run that needs this "
+                      f"encoder writes it (rerun the DKVB config)")
+  x = np.load(path, allow_pickle=False)
+  if config.data.pool_sha256 and _sha256(x) != config.data.pool_sha256:
+    raise ConfigError(f"{path} changed since the run started (SHA-256 differs); use a new "
+                      f"cache directory")
   mean, std = _standardiser(x)
-  xs = jnp.asarray((x - mean) / std, jnp.float32)
-  model = kvb.MLPAutoEncoder(dim_in=x.shape[1], dim=cfg.dim, hidden=cfg.hidden)
-  r_init, rng = jax.random.split(jax.random.key(cfg.seed))
-  params = nn.meta.unbox(model.init(r_init, xs[:1]))["params"]
-  opt = optax.adamw(cfg.lr, weight_decay=cfg.weight_decay)
+  pool = sharding.put_replicated(((x - mean) / std).astype(np.float32), mesh)
+  model = kvb.MLPAutoEncoder(dim_in=x.shape[1], dim=config.model.dim, hidden=config.model.hidden)
 
-  def loss_fn(p, clean, noisy):
-    return jnp.mean((model.apply({"params": p}, noisy) - clean) ** 2)
+  def init_params(key):
+    return model.init(key, jnp.zeros((1, x.shape[1]), jnp.float32))["params"]
 
-  def step(carry, i):
-    p, opt_state = carry
-    r_idx, r_noise = jax.random.split(jax.random.fold_in(rng, i))
-    clean = xs[jax.random.randint(r_idx, (cfg.batch_size,), 0, xs.shape[0])]
-    noisy = clean + cfg.noise * jax.random.normal(r_noise, clean.shape)
-    loss, grads = jax.value_and_grad(loss_fn)(p, clean, noisy)
-    updates, opt_state = opt.update(grads, opt_state, p)
-    return (optax.apply_updates(p, updates), opt_state), loss
+  def noisy_batch(pool, key, n):
+    r_idx, r_noise = jax.random.split(key)
+    clean = pool[jax.random.randint(r_idx, (n,), 0, pool.shape[0])]
+    return {"clean": clean, "noisy": clean + config.data.noise * jax.random.normal(r_noise, clean.shape)}
+
+  def sample_batch(frozen, key, step):
+    del step
+    return noisy_batch(frozen["pool"], key, config.train.batch_size)
+
+  def loss_fn(params, frozen, batch, key):
+    del frozen, key
+    loss = jnp.mean((model.apply({"params": params}, batch["noisy"]) - batch["clean"]) ** 2)
+    return loss, {"loss": loss}
 
   @jax.jit
-  def train(params):
-    (params, _), losses = jax.lax.scan(step, (params, opt.init(params)), jnp.arange(cfg.steps))
-    return params, losses
+  def val_loss(params, pool):
+    batch = noisy_batch(pool, jax.random.key(config.eval.seed), config.eval.batch_size)
+    return loss_fn(params, None, batch, None)[0]
 
-  params, losses = train(params)
-  params = jax.tree.map(np.asarray, params)
-  return {"params": params, "mean": mean, "std": std}, np.asarray(losses)
+  def evaluate(params, frozen, step):
+    del step
+    return {"val_loss": float(val_loss(params, frozen["pool"]))}
 
+  def report(params, frozen, workdir_, final):
+    del params, frozen
+    rows = metrics_lib.read_metrics(workdir_, "train")
+    k = max(1, len(rows) // 20)
+    final["loss_first"] = float(np.mean([r["loss"] for r in rows[:k]])) if rows else float("nan")
+    return f"autoencoder pretraining: val_loss {final['val_loss']:.4f}"
 
-def _save(path: str, trained: dict, losses: np.ndarray) -> None:
-  flat = {"params/" + "/".join(k): v for k, v in traverse_util.flatten_dict(trained["params"]).items()}
-  tmp = path + f".tmp{os.getpid()}.npz"
-  np.savez(tmp, mean=trained["mean"], std=trained["std"], losses=losses, **flat)
-  os.replace(tmp, path)  # Atomic: a concurrent run never reads a half-written file.
-
-
-def _load(path: str) -> tuple[dict, np.ndarray]:
-  with np.load(path, allow_pickle=False) as f:
-    flat = {tuple(k.split("/")[1:]): f[k] for k in f.files if k.startswith("params/")}
-    trained = {"params": traverse_util.unflatten_dict(flat), "mean": f["mean"][()],
-               "std": f["std"][()]}
-    return trained, f["losses"]
+  return experiment_lib.Experiment(
+      init_params, sample_batch, loss_fn, evaluate, report,
+      info={"pool_rows": int(x.shape[0]), "pool_dim": int(x.shape[1])},
+      frozen={"pool": pool},
+      objects={"model": model, "mean": float(mean), "std": float(std), "dim_in": x.shape[1]})
 
 
-def pretrained_autoencoder(x: np.ndarray, cfg: PretrainConfig,
-                           cache_dir: str | None) -> tuple[dict, np.ndarray, str, bool]:
-  """Trained (or cached) autoencoder on unlabelled `x`.
+def pretrained_autoencoder(x: np.ndarray, *, dim: int, seed: int, settings: dict,
+                           cache_dir: str | None):
+  """(run, final metrics) of the autoencoder pretrained on unlabelled `x` (N, D):
+  a trainer run in `cache_dir/autoencoder-<hash>`, reused when finished."""
+  from research import runs, train
+  c = get_config()
+  settings = dict(settings)
+  unknown = set(settings) - {"hidden", "steps", "batch_size", "lr", "weight_decay", "noise"}
+  if unknown:
+    raise ConfigError(f"config.encoder.pretrain has unknown keys {sorted(unknown)}")
+  c.seed = seed
+  c.model.update(dim=dim, hidden=settings.get("hidden", c.model.hidden))
+  c.data.update(noise=settings.get("noise", c.data.noise), pool_sha256=_sha256(x))
+  c.optimizer.update(learning_rate=settings.get("lr", c.optimizer.learning_rate),
+                     weight_decay=settings.get("weight_decay", c.optimizer.weight_decay))
+  c.train.update(num_steps=settings.get("steps", c.train.num_steps),
+                 batch_size=settings.get("batch_size", c.train.batch_size))
+  key = hashlib.sha256(fingerprint(c).encode()).hexdigest()[:16]
+  workdir = os.path.join(cache_dir or "runs/dkvb_cache", f"autoencoder-{key}")
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, POOL)
+  if not os.path.exists(path):
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(x, np.float32), allow_pickle=False)
+    workdir_lib.write_atomic(path, buf.getvalue())
+  c.data.pool = os.path.abspath(path)
+  c.train.update(checkpoint_every=min(c.train.checkpoint_every, c.train.num_steps),
+                 eval_every=min(c.train.eval_every, c.train.num_steps),
+                 log_every=min(c.train.log_every, c.train.num_steps))
+  final = train.train_and_evaluate(c.lock(), workdir)
+  return runs.load(workdir), final
 
-  Returns (trained state {params, mean, std}, loss per step, fingerprint, whether
-  it came from the cache). `cache_dir=None` always trains.
-  """
-  data_hash = hashlib.sha256(np.ascontiguousarray(x, np.float32).tobytes()).hexdigest()[:16]
-  fp = fingerprint(cfg, f"{np.shape(x)}/{data_hash}")
-  path = None
-  if cache_dir:
-    key = hashlib.sha256(fp.encode()).hexdigest()[:16]
-    path = os.path.join(cache_dir, f"autoencoder-{key}.npz")
-    if os.path.exists(path):
-      trained, losses = _load(path)
-      return trained, losses, fp, True
-  trained, losses = train_autoencoder(np.asarray(x, np.float32), cfg)
-  if path:
-    os.makedirs(cache_dir, exist_ok=True)
-    _save(path, trained, losses)
-  return trained, losses, fp, False
 
-
-def embed_fn(trained: dict[str, Any], dim_in: int, cfg: PretrainConfig):
-  """(N, D) -> (N, dim) embeddings of the frozen encoder half, jitted."""
-  model = kvb.MLPAutoEncoder(dim_in=dim_in, dim=cfg.dim, hidden=cfg.hidden)
-  params = jax.tree.map(jnp.asarray, trained["params"])
-  mean, std = float(trained["mean"]), float(trained["std"])
-  encode = jax.jit(lambda x: model.apply({"params": params}, (x - mean) / std, method=model.encode))
-  return lambda x: np.asarray(encode(jnp.asarray(x, jnp.float32)))
+def embed_fn(run):
+  """(N, D) -> (N, dim) embeddings of the run's frozen encoder half, jitted."""
+  o = run.experiment.objects
+  model, mean, std = o["model"], o["mean"], o["std"]
+  params = jax.tree.map(jnp.asarray, nn.unbox(run.params))
+  encode = jax.jit(lambda p, x: model.apply({"params": p}, (x - mean) / std, method=model.encode))
+  return lambda x: np.asarray(encode(params, jnp.asarray(x, jnp.float32)))

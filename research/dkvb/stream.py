@@ -43,6 +43,21 @@ def balanced_accuracy(pred: np.ndarray, y: np.ndarray, classes=None) -> float:
   return float(np.mean(accs)) if accs else float("nan")
 
 
+def balanced_accuracy_se(pred: np.ndarray, y: np.ndarray, classes=None) -> float:
+  """Standard error of `balanced_accuracy` over the test examples: each class's
+  accuracy is a mean of right/wrong (variance p(1-p)/(n-1), the project's sample
+  convention), the balanced accuracy the mean of the classes' independent means."""
+  pred, y = np.asarray(pred), np.asarray(y)
+  classes = np.unique(y) if classes is None else np.asarray(classes)
+  var = []
+  for c in classes:
+    n = int(np.sum(y == c))
+    if n:
+      p = float(np.mean(pred[y == c] == c))
+      var.append(p * (1 - p) / max(n - 1, 1))
+  return float(np.sqrt(np.sum(var)) / len(var)) if var else float("nan")
+
+
 def task_accuracies(pred: np.ndarray, y: np.ndarray, tasks: list[np.ndarray]) -> np.ndarray:
   """Class-balanced accuracy on each task's test classes: one row of R."""
   return np.array([balanced_accuracy(pred[np.isin(y, t)], y[np.isin(y, t)]) for t in tasks])

