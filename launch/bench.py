@@ -54,14 +54,14 @@ def _train_step_bench(config_fn, name, repeats):
 def _gpicl(size, learner="transformer", d_model=None, dtype=None):
   def make():
     from experiments.gpicl import digits
-    from experiments.gpicl import learners
+    from research.gpicl import defaults
     c = digits.get_config(f"learner={learner}")
     c.unlock()
     c.tasks.sequences_per_task = 1
     if size == "paper":
       # Paper scale (Kirsch et al.): model 256, 4 layers, 8 heads x 32, 512 sequences of 100,
       # 196-dim inputs (14x14). Digits padded to 196 dims: the data do not change the cost.
-      c.model = learners.learner_config(learner, "paper", "paper")
+      c.model = defaults.get_config(learner, "paper", "paper").model
       c.data.update(input_dim=196, seq_len=100)
       c.train.batch_size = 512
       c.tasks.sequences_per_task = 32  # The paper's batch: 16 tasks × 32 sequences.
@@ -110,17 +110,18 @@ def param_memory_by_strategy() -> dict:
 import json, jax
 jax.config.update("jax_num_cpu_devices", 8)
 import flax.linen as nn
-from experiments.gpicl import digits, learners
-from research import experiment as experiment_lib, optim, sharding
+from experiments.gpicl import digits
+from research import optim, sharding, train
+from research.gpicl import defaults
 out = {}
 for rules, mesh_axes in (("dp", (("data", 8), ("model", 1))), ("fsdp", (("data", 8), ("model", 1))),
                          ("tp", (("data", 4), ("model", 2))), ("fsdp_tp", (("data", 4), ("model", 2)))):
   c = digits.get_config(); c.unlock()
-  c.model = learners.learner_config("transformer", "paper", "paper")
+  c.model = defaults.get_config("transformer", "paper", "paper").model
   c.data.update(input_dim=196, seq_len=100); c.eval.datasets = (); c.mesh = mesh_axes
   c.sharding.rules = rules; c.lock()
   mesh = sharding.make_mesh(c.mesh)
-  exp = experiment_lib.build(c, mesh); tx = optim.make_optimizer(c)
+  exp = train.build_experiment(c, mesh); tx = optim.make_optimizer(c)
   def init(k):
     p = exp.init_params(k); return {"params": p, "opt_state": tx.init(p)}
   abstract = jax.eval_shape(init, jax.random.key(0))

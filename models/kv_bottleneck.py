@@ -280,14 +280,15 @@ class KeyValueBottleneck(nn.Module):
           self.make_rng("keys"), c, self.dim_in, d)).value
     elif self.projection == "learned":
       self.proj = self.param("projection", nn.with_logical_partitioning(
-          lambda r, s: random_projection(r, s[0], s[1], s[2]), ("heads", "embed", "kv")),
+          lambda r, s: random_projection(r, s[0], s[1], s[2]),
+          ("codebook_heads", "embed", "key_dim")),
                              (c, self.dim_in, d))
     else:
       self.proj = None
     init = (nn.initializers.zeros if self.value_init == "zeros"
             else nn.initializers.normal(self.value_init_scale))
     self.values = self.param("values", nn.with_logical_partitioning(
-        init, ("heads", "kv", "classes")), (c, j, self.dim_value))
+        init, ("codebook_heads", "keys", "values")), (c, j, self.dim_value))
     out = self.num_classes or self.dim_value
     dense = lambda n, axes, name: nn.Dense(n, name=name, kernel_init=nn.with_logical_partitioning(
         nn.initializers.lecun_normal(), axes))
@@ -321,6 +322,11 @@ class KeyValueBottleneck(nn.Module):
         h = nn.relu(h)
     return h
 
+  def init_all(self, x: Array) -> Array:
+    """Creates every variable without the nearest-key search (a cheap init program)."""
+    self.queries(x)
+    return self.read(jnp.zeros((x.shape[0], self.num_heads, self.top_k), jnp.int32))
+
   def __call__(self, x: Array, restrict_to_used: bool = False) -> tuple[Array, Array]:
     """Embedding (B, D) -> (logits, key indices). Set `restrict_to_used` at eval."""
     idx, _ = self.lookup(x, restrict_to_used)
@@ -328,10 +334,13 @@ class KeyValueBottleneck(nn.Module):
 
 
 def init_bottleneck(model: KeyValueBottleneck, rng: Array) -> dict[str, Any]:
-  """Plain-pytree variables {"params": ..., "keys": ...} (logical boxes removed)."""
+  """Plain-pytree variables {"params": ..., "keys": ...} (logical boxes removed).
+
+  Initialised through `init_all`, which skips the nearest-key search (a much
+  smaller program to compile)."""
   r_p, r_k = jax.random.split(rng)
   variables = model.init({"params": r_p, "keys": r_k},
-                         jnp.zeros((1, model.dim_in), jnp.float32))
+                         jnp.zeros((1, model.dim_in), jnp.float32), method=model.init_all)
   return nn.meta.unbox(variables)
 
 

@@ -84,6 +84,13 @@ def dense(features: int, axes: Sequence[str | None], *, use_bias: bool = True,
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[-1],)))
 
 
+def layer_norm(name: str | None = None) -> nn.LayerNorm:
+  """`nn.LayerNorm` whose scale and bias carry the logical axis "embed"."""
+  return nn.LayerNorm(
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)), name=name)
+
+
 def logical_param(module: nn.Module, name: str, init: Initializer, shape: Sequence[int],
                   axes: Sequence[str | None]) -> jax.Array:
   """`module.param` with logical axis names (one per dimension of `shape`)."""

@@ -23,7 +23,15 @@ import pkgutil
 from typing import Any, Callable
 
 
-class UnknownName(LookupError):
+class ConfigError(ValueError):
+  """A config value, file or path that cannot work; the message says how to fix it.
+
+  Defined here, in the lowest layer, so that a registry's "no entry of that name"
+  is the same kind of error as every other bad config value (`research.errors`).
+  """
+
+
+class UnknownName(ConfigError, LookupError):
   """A registry has no entry of that name (a bad config value, not a bug)."""
 
   def __str__(self) -> str:  # LookupError quotes its message; print it plainly.

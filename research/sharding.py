@@ -63,7 +63,9 @@ def make_mesh(axes: Sequence[tuple[str, int]], devices=None) -> Mesh:
           f"config.mesh {list(axes)} does not fit {n} devices: {known} does not divide {n}; "
           f"choose sizes whose product divides {n}")
     sizes[sizes.index(-1)] = n // known
-  if math.prod(sizes) != n:
+  if math.prod(sizes) < n and jax.process_count() == 1:
+    devices = devices[:math.prod(sizes)]  # A small model on the first few devices.
+  elif math.prod(sizes) != n:
     raise ShardingError(
         f"config.mesh {list(axes)} needs {math.prod(sizes)} devices but {n} are available; "
         f"use -1 for one axis (e.g. --config.mesh='((\"data\", -1), (\"model\", 1))')")

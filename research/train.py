@@ -268,16 +268,20 @@ def state_init(exp, tx, rules, mesh, num_seeds: int):
   return shardings, jax.vmap(lambda key: nn.unbox(init_state(key)))
 
 
+# Replica i of a tree with a leading seed axis; `i` traced: one compilation per tree.
+_take = jax.jit(lambda tree, i: jax.tree.map(lambda x: x[i], tree))
+
+
 def replica_state(state, s: int, num_seeds: int):
   """Replica s of a state with a leading seed axis (the state itself for one seed)."""
-  return state if num_seeds == 1 else jax.tree.map(lambda x: x[s], state)
+  return state if num_seeds == 1 else _take(state, np.int32(s))
 
 
 def replica_frozen(frozen, s: int, num_seeds: int):
   """`frozen` as replica s sees it: its slice of `frozen["per_seed"]`."""
   if num_seeds == 1 or "per_seed" not in frozen:
     return frozen
-  return dict(frozen, per_seed=jax.tree.map(lambda x: x[s], frozen["per_seed"]))
+  return dict(frozen, per_seed=_take(frozen["per_seed"], np.int32(s)))
 
 
 def replica_writers(workdir: str, seeds, tensorboard: bool):

@@ -9,7 +9,6 @@ import pytest
 
 from experiments.gpicl import digits
 from research import config as config_lib
-from research import experiment
 from research import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,26 +56,27 @@ BAD = {
 def test_bad_config_is_rejected_with_a_named_key(name, tmp_path):
   overrides, fragment = BAD[name]
   with pytest.raises(config_lib.ConfigError) as e:
-    experiment.run(tiny(**overrides), str(tmp_path / "w"))
+    train.run(tiny(**overrides), str(tmp_path / "w"))
   assert fragment in str(e.value), str(e.value)
   # Nothing was trained: no checkpoint was written.
   assert not os.path.exists(tmp_path / "w" / "checkpoints" / "1")
 
 
-def test_sequence_longer_than_positional_table(tmp_path):
+def test_fields_the_experiment_fills_cannot_be_set(tmp_path):
+  """The positional table's length follows data.seq_len; setting it by hand is refused."""
   c = tiny()
   c.unlock()
   c.model.max_len = 8
   c.lock()
-  with pytest.raises(config_lib.ConfigError, match="max_len"):
-    experiment.run(c, str(tmp_path / "w"))
+  with pytest.raises(config_lib.ConfigError, match="max_len is set by the experiment"):
+    train.run(c, str(tmp_path / "w"))
 
 
 def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("x")
   with pytest.raises(config_lib.ConfigError, match="cannot be written"):
-    experiment.run(tiny(), str(blocker / "sub"))
+    train.run(tiny(), str(blocker / "sub"))
 
 
 def _tree_digest(path):
@@ -117,13 +117,58 @@ def test_cli_unknown_key_wrong_type_and_bad_arg(tmp_path):
   assert "Traceback" not in r.stderr
 
 
-def test_keys_added_later_resume_at_their_old_default():
-  """A workdir written before a key existed resumes while the config keeps the value
-  the code assumed then (config_lib.ADDED_KEYS); another value is a different run."""
+def test_keys_added_later_resume_at_their_declared_default():
+  """A workdir written before a key existed resumes while the config keeps the key's
+  declared default (the task's schema, and the learner's own fields for `model`);
+  another value is a different run."""
   import json
   c = tiny()
   saved = json.loads(config_lib.to_json(c))
   del saved["data"]["pipeline"], saved["tasks"]["sequences_per_task"], saved["curriculum"]
+  del saved["model"]["pos_init_std"], saved["train"]["num_seeds"], saved["optimizer"]["momentum"]
   config_lib.check_resume_compatible(json.dumps(saved), c)
   with pytest.raises(config_lib.ConfigError, match="data.pipeline"):
     config_lib.check_resume_compatible(json.dumps(saved), tiny(**{"data.pipeline": "host"}))
+  with pytest.raises(config_lib.ConfigError, match="model.pos_init_std"):
+    config_lib.check_resume_compatible(json.dumps(saved), tiny(**{"model.pos_init_std": 0.5}))
+  # An LSTM run written before `forget_bias` and `layout` existed: their old behaviour.
+  lstm = digits.get_config("tiny,learner=lstm")
+  saved = json.loads(config_lib.to_json(lstm))
+  del saved["model"]["forget_bias"], saved["model"]["layout"]
+  config_lib.check_resume_compatible(json.dumps(saved), lstm)
+
+
+PARSE = """
+import json, sys
+from absl import flags
+from ml_collections import config_flags
+config_flags.DEFINE_config_file("config", None, lock_config=True)
+flags.FLAGS(sys.argv)
+print(json.dumps(flags.FLAGS.config.to_dict(), default=str))
+"""
+
+
+@pytest.mark.parametrize("spec", ["experiments/gpicl/digits.py:tiny",
+                                  "experiments/gpicl/digits.py:tiny,learner=lstm",
+                                  "experiments/dkvb/toy2d.py:tiny"])
+def test_every_declared_key_can_be_overridden_from_the_cli(spec):
+  """`--config.<key>=<value>` works for every declared key of a locked config: each
+  bool flipped, each number and string set (to itself: the parser must accept it)."""
+  import json
+  from research import runs  # noqa: F401  (the registries the configs use)
+  loaded = json.loads(subprocess.run([sys.executable, "-c", PARSE, f"--config={spec}"],
+                                     cwd=ROOT, capture_output=True, text=True,
+                                     check=True).stdout)
+  flat = config_lib._flatten(loaded)  # pylint: disable=protected-access
+  argv = [f"--config={spec}"]
+  for key, value in flat.items():
+    if isinstance(value, bool):
+      argv.append(f"--config.{key}={not value}")
+    elif isinstance(value, (int, float, str)) and value != "":
+      argv.append(f"--config.{key}={value}")
+  r = subprocess.run([sys.executable, "-c", PARSE, *argv], cwd=ROOT, capture_output=True,
+                     text=True)
+  assert r.returncode == 0, r.stderr[-2000:]
+  got = config_lib._flatten(json.loads(r.stdout))  # pylint: disable=protected-access
+  for key, value in flat.items():
+    assert got[key] == ((not value) if isinstance(value, bool) else value), key

@@ -14,8 +14,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def minilm():
-  from research.dkvb.minilm import MiniLM
-  return MiniLM()
+  from models import minilm as minilm_lib
+  return minilm_lib.load()
 
 
 def test_minilm_matches_reference_embeddings(minilm):
@@ -34,9 +34,11 @@ def test_minilm_padding_does_not_change_embeddings(minilm):
   np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
-def test_minilm_as_cached_dkvb_encoder(tmp_path):
-  from research.dkvb import encoders
-  enc = encoders.make_encoder("minilm", None)
+def test_minilm_as_cached_encoder(tmp_path):
+  from research import encoders
+  from models import minilm as minilm_lib
+  enc = encoders.make("minilm")
+  assert minilm_lib.load() is minilm_lib.load()  # Weights read once per process.
   texts = np.asarray(["keys stay frozen", "values train", "keys stay frozen"])
   z = encoders.cached_embed(enc, texts, "toy-text", str(tmp_path))
   assert z.shape == (3, 384)

@@ -13,7 +13,6 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments.gpicl import digits
-from research import experiment as experiment_lib
 from research import metrics as metrics_lib
 from research import optim
 from research import sharding
@@ -69,19 +68,19 @@ def test_resume_is_bit_identical(tmp_path):
 def test_train_step_traces_once():
   config = tiny()
   mesh = sharding.make_mesh(config.mesh)
-  exp = experiment_lib.build(config, mesh)
+  exp = train.build_experiment(config, mesh)
   tx = optim.make_optimizer(config)
-  step = chex.assert_max_traces(
-      train.make_train_step(exp, tx, jax.random.key(0), sharding.replicated(mesh)), n=1)
+  step = chex.assert_max_traces(train.make_train_step(exp, tx, sharding.replicated(mesh)), n=1)
   params = nn.unbox(exp.init_params(jax.random.key(1)))
   state = {"step": np.int32(0), "params": params, "opt_state": tx.init(params),
            "nonfinite_total": np.int32(0), "nonfinite_run": np.int32(0)}
   rep = sharding.replicated(mesh)
   state = jax.device_put(state, rep)
   frozen = jax.device_put(exp.frozen or {}, rep)
-  jitted = jax.jit(step, in_shardings=(rep, rep), out_shardings=(rep, rep), donate_argnums=0)
+  jitted = jax.jit(step, in_shardings=(rep, rep, None, rep), out_shardings=(rep, rep),
+                   donate_argnums=0)
   for _ in range(3):
-    state, m = jitted(state, frozen)
+    state, m = jitted(state, frozen, None, jax.random.key(0))
   assert int(state["step"]) == 3 and np.isfinite(float(m["loss"]))
 
 
@@ -100,17 +99,17 @@ def test_nonfinite_steps_are_skipped_then_halt(tmp_path):
   """A NaN learning rate poisons every update: skipped, counted, then a clean stop."""
   c = tiny(**{"train.num_steps": 6, "train.max_nonfinite_steps": 3})
   mesh = sharding.make_mesh(c.mesh)
-  exp = experiment_lib.build(c, mesh)
+  exp = train.build_experiment(c, mesh)
   bad_loss = lambda p, f, b, k: (lambda l, m: (l * np.nan, m))(*exp.loss_fn(p, f, b, k))
   import dataclasses
   poisoned = dataclasses.replace(exp, loss_fn=bad_loss)
-  orig = experiment_lib.build
-  experiment_lib.build = lambda config, mesh: poisoned
+  orig = train.build_experiment
+  train.build_experiment = lambda config, mesh: poisoned
   try:
     with pytest.raises(train.NonFiniteError, match="consecutive"):
       train.train_and_evaluate(c, str(tmp_path / "w"))
   finally:
-    experiment_lib.build = orig
+    train.build_experiment = orig
   rows = metrics_lib.read_metrics(str(tmp_path / "w"), "train")
   assert rows[-1]["nonfinite_total"] >= 3
   # The saved state is the initial (last good) one: updates were skipped.

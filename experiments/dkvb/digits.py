@@ -44,7 +44,7 @@ def get_config(arg=None):
   c.encoder.update(name=a.encoder, dim=32)
   c.stream.update(classes_per_task=2, epochs_per_task=int(a.epochs), batch_size=256,
                   label_smoothing=0.1)
-  size = dict(heads=int(a.heads), keys=int(a.keys), dkey=int(a.dkey))
+  size = dict(heads=int(a.heads), keys=int(a["keys"]), dkey=int(a.dkey))
   blr = float(a.blr)  # Baseline SGD lr (the paper's 1e-3 underfits digits).
   c.models.dkvb = _dkvb(**size)
   c.models.dkvb_iid = _dkvb(iid=True, **size)

@@ -10,14 +10,14 @@ LSTM 25.4 / 28.1 / 18.1 / 58.7 / 12.1 / 11.1; SGD 70.3 / 50.8 / 37.9 / 100 / 14.
 MAML 53.7 / 48.4 / 36.3 / 99.8 / 17.4 / 11.3. Measured here: experiments/gpicl/README.md.
 """
 from experiments.gpicl import sweep_common
+from models.registry import LEARNERS
 
-LEARNERS = ("transformer", "lstm", "outer_lstm", "mlp", "sgd", "maml")
 DATASETS = ("wine", "breast_cancer", "iris", "mnist1d", "random")
 
 
 def get_sweep(arg=None):
   runs = []
-  for learner in LEARNERS:
+  for learner in LEARNERS.names():  # Every registered learner: a new one joins the table.
     spec, shared = sweep_common.base(arg, learner=learner)
     if learner == "transformer" and arg != "tiny":
       shared["model.num_layers"] = 1

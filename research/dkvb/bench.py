@@ -139,30 +139,63 @@ def bench_key_init(chunk_size: int = 1024, **size) -> dict[str, float]:
           "key_init_e2e_load_avg_1m": [load_start, os.getloadavg()[0]]}
 
 
-def bench_toy(seed: int = 0) -> dict[str, float]:
-  """End-to-end Fig. 2 toy per model (key init + 4 stages × 1000 steps + evals,
-  compilation included), from a real run of `experiments/dkvb/toy2d.py`."""
+class CompileCounter:
+  """Counts XLA compilations (and their seconds) while active: a loop that
+  recompiles shows up as a count that grows with the loop."""
+
+  def __init__(self):
+    self.count, self.seconds = 0, 0.0
+
+  def _listen(self, event, duration, **kwargs):
+    del kwargs
+    if event == "/jax/core/compile/backend_compile_duration":
+      self.count += 1
+      self.seconds += duration
+
+  def __enter__(self):
+    jax.monitoring.register_event_duration_secs_listener(self._listen)
+    return self
+
+  def __exit__(self, *exc):
+    jax.monitoring.unregister_event_duration_listener(self._listen)
+
+
+def bench_toy(num_seeds: int = 3, max_compiles_per_model: int = 12) -> dict[str, float]:
+  """End-to-end Fig. 2 toy (`experiments/dkvb/toy2d.py`): per model, key init + 4
+  stages × 1000 full-batch steps + evaluations for `num_seeds` seeds vmapped in one
+  step, compilation included (the persistent compile cache off: every compile is
+  paid), and the number of XLA compilations. Raises if a model compiles more than
+  `max_compiles_per_model` times (a loop that recompiles)."""
   import importlib.util
-  import os
   import tempfile
   from research.dkvb import experiment
   path = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "dkvb", "toy2d.py")
   spec = importlib.util.spec_from_file_location("dkvb_toy2d_bench", path)
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
-  cfg = mod.get_config()
-  with cfg.unlocked():
-    cfg.seeds = (seed,)
-    cfg.save_grid = False
-  out = {}
-  with tempfile.TemporaryDirectory() as workdir:
-    t0 = time.perf_counter()
-    res = experiment.run(cfg, workdir)
-    out["toy_total_s"] = time.perf_counter() - t0
-  for name, r in res.items():
-    s = r["per_seed"][0]
-    out[f"toy_{name}_s"] = s["train_s"] + s.get("key_init_s", 0.0)
-    out[f"toy_{name}_final_acc"] = s["final_acc"]
+  cache = jax.config.jax_enable_compilation_cache
+  jax.config.update("jax_enable_compilation_cache", False)
+  out: dict[str, float] = {"num_seeds": num_seeds}
+  try:
+    with tempfile.TemporaryDirectory() as workdir:
+      experiment.load_stream.__wrapped__ if hasattr(experiment.load_stream, "__wrapped__") else None
+      for name in ("dkvb_1x400", "dkvb_20x20", "linear", "mlp"):
+        cfg = mod.get_config()
+        cfg.num_seeds, cfg.only, cfg.stream.save_grid = num_seeds, name, False
+        with CompileCounter() as counter:
+          t0 = time.perf_counter()
+          res = experiment.run(cfg, os.path.join(workdir, name))
+          seconds = time.perf_counter() - t0
+        if counter.count > max_compiles_per_model:
+          raise RuntimeError(f"DKVB toy {name}: {counter.count} XLA compilations for one model "
+                             f"(limit {max_compiles_per_model}): a loop recompiles")
+        out[f"toy_{name}_s"] = seconds
+        out[f"toy_{name}_s_per_seed"] = seconds / num_seeds
+        out[f"toy_{name}_compiles"] = counter.count
+        out[f"toy_{name}_compile_s"] = counter.seconds
+        out[f"toy_{name}_final_acc"] = res[name]["final_acc_mean"]
+  finally:
+    jax.config.update("jax_enable_compilation_cache", cache)
   return out
 
 

@@ -108,6 +108,7 @@ def stream_config(top=None, name: str = "") -> ml_collections.ConfigDict:
   """The trainer config of model `name` of the protocol config `top` (defaults if None)."""
   c = config_lib.trainer_sections(ml_collections.ConfigDict())
   c.task = "dkvb_stream"
+  c.mesh = (("data", 1), ("model", 1))  # Small models: one device (the seeds are vmapped).
   _shared(c)
   c.model = model_config("dkvb")
   if top is not None:

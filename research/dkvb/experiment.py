@@ -90,7 +90,7 @@ def _load_stream(sections: str, seed: int, cache_dir: str | None) -> Stream:
   if d.name == "toy2d":
     train, test = data_lib.toy2d(seed, d.n_train, d.n_test)
     tasks = data_lib.toy2d_tasks()
-    key_data = lambda rng, b: jax.random.uniform(rng, (b, 2))
+    key_data = _uniform_square
     enc = encoders_lib.make("identity", np.zeros((1, 2), np.float32))
     return Stream(train=train, test=test, tasks=tasks, key_data=key_data,
                   num_classes=8, dim=2, encoder=enc, encoder_info={})
@@ -114,6 +114,11 @@ def _load_stream(sections: str, seed: int, cache_dir: str | None) -> Stream:
   return Stream(train=stream_lib.split_by_task(z_tr, y_tr, tasks), test=(z_te, y_te),
                 tasks=tasks, key_data=z_key, num_classes=num_classes, dim=enc.dim, encoder=enc,
                 encoder_info=enc.info)
+
+
+def _uniform_square(rng, batch):
+  """The toy's unlabelled key-init data: U[0, 1]^2 (one function: one compiled key init)."""
+  return jax.random.uniform(rng, (batch, 2))
 
 
 def stages_of(stream: Stream, iid: bool) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -152,9 +157,12 @@ def build_model(m, dim: int, num_classes: int):
 
 
 def init_keys(model: kvb.KeyValueBottleneck, variables, key_data, k, rng) -> tuple[dict, dict]:
-  """The frozen "keys" collection after key initialisation; returns (keys, info)."""
+  """The frozen "keys" collection after key initialisation; returns (keys, info).
+
+  The model's queries read the seed's variables as an argument (not a closure), so
+  the key-init program compiles once for all seeds of a model."""
   keys = variables["keys"]
-  to_queries = lambda x: model.apply(variables, x, method=model.queries)
+  to_queries = _queries_fn(model)
   t0 = time.perf_counter()
   info: dict[str, Any] = {}
   if k.method == "ema":
@@ -163,11 +171,13 @@ def init_keys(model: kvb.KeyValueBottleneck, variables, key_data, k, rng) -> tup
     codebook, state = keys_lib.ema_init_keys(
         rng, key_data, to_queries, keys["codebook"], num_steps=steps,
         batch_size=k.batch_size, decay=k.decay, eps=k.eps, dead_fraction=k.dead_fraction,
-        init_from_data=k.init_from_data, chunk_size=model.key_chunk, return_state=True)
+        init_from_data=k.init_from_data, chunk_size=model.key_chunk, return_state=True,
+        query_args=variables)
     info.update(key_init_steps=steps, dead_keys_replaced=int(state.num_replaced))
   elif k.method == "kmeans":
-    codebook = keys_lib.kmeans_init_keys(rng, key_data, to_queries, model.num_keys,
-                                         num_iters=k.kmeans_iters, chunk_size=model.key_chunk)
+    codebook = keys_lib.kmeans_init_keys(rng, key_data, functools.partial(to_queries, variables),
+                                         model.num_keys, num_iters=k.kmeans_iters,
+                                         chunk_size=model.key_chunk)
   else:
     codebook = keys["codebook"]
   codebook = jax.block_until_ready(codebook)
@@ -175,11 +185,28 @@ def init_keys(model: kvb.KeyValueBottleneck, variables, key_data, k, rng) -> tup
   return dict(keys, codebook=np.asarray(codebook)), info
 
 
+@functools.lru_cache(maxsize=16)
+def _queries_fn(model):
+  """(variables, x) -> per-head queries, one function object per model."""
+  return lambda variables, x: model.apply(variables, x, method=model.queries)
+
+
+@functools.lru_cache(maxsize=16)
+def _init_fn(model):
+  """key -> the bottleneck's variables, jitted once per model."""
+  return jax.jit(lambda key: kvb.init_bottleneck(model, key))
+
+
+@functools.lru_cache(maxsize=16)
+def _lookup_fn(model):
+  """(variables, x) -> key indices, jitted once per model."""
+  return jax.jit(lambda v, x: model.apply(v, x, method=model.lookup)[0])
+
+
 def cached_keys(model, m, stream: Stream, seed: int, cache_dir: str | None):
   """`init_keys` for the seed, stored in `cache_dir` (the full-size key init takes
-  minutes: a resumed run must not redo it)."""
-  variables = jax.tree.map(np.asarray, kvb.init_bottleneck(model, jax.random.key(seed)))
-  keys = variables["keys"]
+  minutes: a resumed run must not redo it); returns (variables, info)."""
+  variables = jax.tree.map(np.asarray, _init_fn(model)(jax.random.key(seed)))
   data_id = ("uniform" if callable(stream.key_data) else encoders_lib.array_hash(stream.key_data))
   fp = json.dumps(dict(model=m.to_dict(), seed=seed, data=data_id, dim=stream.dim), sort_keys=True)
   path = None
@@ -188,7 +215,8 @@ def cached_keys(model, m, stream: Stream, seed: int, cache_dir: str | None):
     if os.path.exists(path):
       with np.load(path, allow_pickle=False) as f:
         info = json.loads(str(f["info"]))
-        return dict(keys, codebook=f["codebook"]), dict(info, key_init_cached=True)
+        keys = dict(variables["keys"], codebook=f["codebook"])
+        return dict(variables, keys=keys), dict(info, key_init_cached=True)
   keys, info = init_keys(model, variables, stream.key_data, m.key_init,
                          jax.random.split(jax.random.key(seed), 3)[1])
   if path:
@@ -196,7 +224,15 @@ def cached_keys(model, m, stream: Stream, seed: int, cache_dir: str | None):
     buf = io.BytesIO()
     np.savez(buf, codebook=keys["codebook"], info=np.asarray(json.dumps(info)))
     workdir_lib.write_atomic(path, buf.getvalue())
-  return keys, dict(info, key_init_cached=False)
+  return dict(variables, keys=keys), dict(info, key_init_cached=False)
+
+
+def used_keys(idx: np.ndarray, num_heads: int, num_keys: int) -> np.ndarray:
+  """(C, J) bool: the keys each head selected for any row of `idx` (N, C, k)."""
+  used = np.zeros((num_heads, num_keys), bool)
+  heads = np.broadcast_to(np.arange(num_heads)[None, :, None], idx.shape)
+  used[heads.reshape(-1), idx.reshape(-1)] = True
+  return used
 
 
 # ----------------------------------------------------------------------------
@@ -283,19 +319,15 @@ def build(config, mesh) -> experiment_lib.Experiment:
                              "count": np.asarray([len(x) for x, _ in stages], np.int32)}
     info = {}
     if is_dkvb:
-      keys, info = cached_keys(model, m, s, seed, cache)
-      p0 = kvb.init_bottleneck(model, jax.random.key(0))["params"]  # Lookup reads no params.
-      lookup = jax.jit(lambda keys, x: model.apply({"params": p0, "keys": keys}, x,
-                                                   method=model.lookup)[0])
+      variables, info = cached_keys(model, m, s, seed, cache)
       inputs, used = [], np.zeros((num_stages, m.num_heads, m.num_keys), bool)
-      mask = np.zeros((m.num_heads, m.num_keys), bool)
       for t, (x, _) in enumerate(stages):
-        idx = _batched(lambda rows: lookup(keys, rows), x) if len(x) else np.zeros(
-            (0, m.num_heads, m.top_k), np.int32)
-        mask = np.asarray(kvb.mark_used(jnp.asarray(mask), jnp.asarray(idx))) if len(x) else mask
-        used[t] = mask
+        # Padded to n_max rows: one lookup shape for every stage and seed.
+        idx = _batched(lambda rows: _lookup_fn(model)(variables, rows),
+                       _pad_rows(x.astype(np.float32), n_max))[:len(x)]
+        used[t] = (used[t - 1] if t else False) | used_keys(idx, m.num_heads, m.num_keys)
         inputs.append(idx.astype(np.int32))
-      entry.update(keys=keys, used=used)
+      entry.update(keys=variables["keys"], used=used)
     else:
       inputs = [x.astype(np.float32) for x, _ in stages]
     entry["x"] = np.stack([_pad_rows(x, n_max) for x in inputs])
@@ -313,9 +345,9 @@ def build(config, mesh) -> experiment_lib.Experiment:
     return model.apply({"params": params}, x)
 
   def init_params(key):
-    if is_dkvb:
+    if is_dkvb:  # Values (and decoder, projection), without a key search.
       return model.init({"params": key, "keys": jax.random.key(0)},
-                        jnp.zeros((1, s0.dim), jnp.float32))["params"]
+                        jnp.zeros((1, s0.dim), jnp.float32), method=model.init_all)["params"]
     return model.init(key, jnp.zeros((1, s0.dim), jnp.float32))["params"]
 
   def position(step):
@@ -352,7 +384,7 @@ def build(config, mesh) -> experiment_lib.Experiment:
     return loss, {"loss": loss}
 
   @jax.jit
-  def predict(params, ps, x, stage):
+  def predict(params, ps, x, stage):  # `stage` traced: one compilation for every stage.
     if is_dkvb:
       queries = model.apply({"params": params, "keys": ps["keys"]}, x, method=model.queries)
       idx, _ = kvb.nearest_keys(queries,
@@ -374,14 +406,14 @@ def build(config, mesh) -> experiment_lib.Experiment:
     t = stage_at(step)
     tasks = [np.asarray(c) for c in np.asarray(ps["tasks"])]
     y_te = np.asarray(ps["test_y"])
-    pred = np.asarray(predict(params, ps, ps["test_x"], t))
+    pred = np.asarray(predict(params, ps, ps["test_x"], np.int32(t)))
     row = stream_lib.task_accuracies(pred, y_te, tasks)
     out = {"stage": t, "epoch": float(step / slots), "seed": int(ps["seed"]),
            "acc": stream_lib.balanced_accuracy(pred, y_te, np.arange(s0.num_classes)),
            "acc_se": stream_lib.balanced_accuracy_se(pred, y_te, np.arange(s0.num_classes)),
            "n_test": int(len(y_te)), **{f"acc_task{j}": float(a) for j, a in enumerate(row)}}
     if grid is not None:
-      out["grid_preds"] = np.asarray(predict(params, ps, jnp.asarray(grid), t)).tolist()
+      out["grid_preds"] = np.asarray(predict(params, ps, grid, np.int32(t))).tolist()
     return out
 
   def report(params, frozen, workdir, final):

@@ -25,7 +25,9 @@ partial one is dropped: `ema_num_steps(50000, 256, 10) == 1950`.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import functools
+
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -118,18 +120,22 @@ def _project_pool(to_queries: Callable[[Array], Array], pool: Array, batch_size:
   return out if full == n else jnp.concatenate([out, to_queries(pool[full:])])
 
 
-def ema_init_keys(rng: Array, data: DataSource, to_queries: Callable[[Array], Array],
+def ema_init_keys(rng: Array, data: DataSource, to_queries: Callable[..., Array],
                   codebook: Array, *, num_steps: int, batch_size: int,
                   decay: float = 0.95, eps: float = 1e-5, dead_fraction: float = 0.1,
                   init_from_data: bool = True, chunk_size: int = 1024,
-                  query_cache_bytes: int = 1 << 30, return_state: bool = False):
+                  query_cache_bytes: int = 1 << 30, return_state: bool = False,
+                  query_args: Any = None):
   """EMA key initialisation over unlabelled data.
 
   Args:
     rng: PRNG key.
     data: an (N, D) array of unlabelled embeddings, or `sample(rng, batch) -> (B, D)`.
     to_queries: embeddings (B, D) -> per-head queries (B, C, d), e.g.
-      `functools.partial(model.apply, variables, method=model.queries)`.
+      `functools.partial(model.apply, variables, method=model.queries)`; or, with
+      `query_args`, `to_queries(query_args, x)`: the arrays it reads (a seed's
+      projection) are then an argument of the compiled program, which is compiled
+      once for every seed of the same shapes.
     codebook: (C, J, d) starting keys (e.g. the module's random init).
     num_steps: EMA updates (the paper: 10 epochs, see `ema_num_steps`).
     init_from_data: first set every key to a random query of the first batch,
@@ -152,19 +158,34 @@ def ema_init_keys(rng: Array, data: DataSource, to_queries: Callable[[Array], Ar
   # must not be baked into the compiled program.
   pool = None if sampler is not None else jnp.asarray(data)
   step_rngs = jax.random.split(r_steps, num_steps)
-  cfg = dict(decay=decay, eps=eps, dead_fraction=dead_fraction, chunk_size=chunk_size)
   c, j, d = codebook.shape
   reuse = (n is not None and num_steps * batch_size > n
            and n * c * d * jnp.dtype(codebook.dtype).itemsize <= query_cache_bytes)
+  if query_args is None:
+    query_args, fn = (), to_queries
+    to_queries = lambda args, x: fn(x)
+  program = _ema_program(to_queries, sampler, num_steps, batch_size, decay, eps, dead_fraction,
+                         chunk_size, init_from_data, reuse)
+  state = program(codebook, pool, idx, step_rngs, r_init, query_args)
+  return (state.codebook, state) if return_state else state.codebook
+
+
+@functools.lru_cache(maxsize=32)
+def _ema_program(to_queries, sampler, num_steps, batch_size, decay, eps, dead_fraction,
+                 chunk_size, init_from_data, reuse):
+  """The jitted EMA loop for one set of static settings (reused across seeds)."""
+  cfg = dict(decay=decay, eps=eps, dead_fraction=dead_fraction, chunk_size=chunk_size)
 
   @jax.jit
-  def run(codebook, pool, idx, step_rngs, r_init):
+  def run(codebook, pool, idx, step_rngs, r_init, query_args):
+    c, j, _ = codebook.shape
+    to_q = functools.partial(to_queries, query_args)
     if reuse:
-      pool_queries = _project_pool(to_queries, pool, batch_size)
+      pool_queries = _project_pool(to_q, pool, batch_size)
       queries = lambda rng, i: pool_queries[i]
     else:
       data = pool if sampler is None else sampler
-      queries = lambda rng, i: to_queries(_batch(data, rng, i, batch_size))
+      queries = lambda rng, i: to_q(_batch(data, rng, i, batch_size))
     if init_from_data:
       q0 = queries(r_init, None if idx is None else idx[0])
       pick = jax.random.randint(r_init, (c, j), 0, q0.shape[0])
@@ -179,8 +200,7 @@ def ema_init_keys(rng: Array, data: DataSource, to_queries: Callable[[Array], Ar
     state, _ = jax.lax.scan(body, ema_state(codebook), xs)
     return state
 
-  state = run(codebook, pool, idx, step_rngs, r_init)
-  return (state.codebook, state) if return_state else state.codebook
+  return run
 
 
 def kmeans_init_keys(rng: Array, data: Array, to_queries: Callable[[Array], Array],

@@ -62,7 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
       version=VERSION,
   ))
   c.optimizer.update(name="adamw", learning_rate=1e-3, weight_decay=1e-4)
-  c.train.update(num_steps=3000, batch_size=128, steps_per_call=500, log_every=100,
+  c.mesh = (("data", 1), ("model", 1))  # A small model: one device.
+  c.train.update(num_steps=3000, batch_size=128, steps_per_call=500, log_every=25,
                  eval_every=1000, checkpoint_every=1000, keep_checkpoints=1, tensorboard=False,
                  progress=False)
   c.eval = ml_collections.ConfigDict(dict(seed=1234, batch_size=512))

@@ -31,6 +31,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from research import metrics as metrics_lib
+from research import stats
 
 PHASES = ("none", "memorisation", "task_identification", "learning_to_learn")
 GAIN = 0.1
@@ -141,25 +142,40 @@ def _json(path):
     return json.load(f)
 
 
-def load_run(workdir: str) -> dict[str, Any] | None:
-  """One finished run: {"workdir", "overrides", "config", "final", "info", "train"}; None if unfinished."""
-  final = _json(os.path.join(workdir, "final_metrics.json"))
+def load_run(workdir: str, seed_dir: str = "") -> dict[str, Any] | None:
+  """One finished run: {"workdir", "overrides", "config", "final", "info", "train"}; None
+  if unfinished. `seed_dir`: one replica of a run that trained several seeds at once."""
+  final = _json(os.path.join(workdir, seed_dir, "final_metrics.json"))
   if final is None:
     return None
   sweep_info = _json(os.path.join(workdir, "sweep_run.json")) or {}
   config = _json(os.path.join(workdir, "config.json")) or {}
-  info_rows = metrics_lib.read_metrics(workdir, "info")
-  return dict(workdir=workdir, name=os.path.basename(workdir), overrides=sweep_info.get("overrides", {}),
+  if seed_dir:
+    config = dict(config, seed=int(seed_dir.split("_")[-1]))
+  info_rows = metrics_lib.read_metrics(os.path.join(workdir, seed_dir), "info")
+  return dict(workdir=os.path.join(workdir, seed_dir), name=os.path.basename(workdir) + (
+      f"/{seed_dir}" if seed_dir else ""), overrides=sweep_info.get("overrides", {}),
               config=config, final=final, info=info_rows[-1] if info_rows else {},
-              train=metrics_lib.read_metrics(workdir, "train"))
+              train=metrics_lib.read_metrics(os.path.join(workdir, seed_dir), "train"))
+
+
+def load_runs(workdir: str) -> list[dict[str, Any]]:
+  """The finished run in `workdir` as one entry per seed (`train.num_seeds` > 1 runs
+  keep each replica in `seed_<s>/`)."""
+  final = _json(os.path.join(workdir, "final_metrics.json"))
+  if final is None:
+    return []
+  if "per_seed" not in final:
+    return [load_run(workdir)]
+  return [r for r in (load_run(workdir, f"seed_{s}") for s in final["seeds"]) if r]
 
 
 def load_sweep_dir(sweep_dir: str) -> list[dict[str, Any]]:
-  """All finished runs under a sweep directory (unfinished ones are skipped)."""
+  """All finished runs under a sweep directory, one entry per seed (unfinished ones
+  are skipped)."""
   if not os.path.isdir(sweep_dir):
     return []
-  runs = [load_run(os.path.join(sweep_dir, d)) for d in sorted(os.listdir(sweep_dir))]
-  return [r for r in runs if r is not None]
+  return [r for d in sorted(os.listdir(sweep_dir)) for r in load_runs(os.path.join(sweep_dir, d))]
 
 
 def config_value(run: dict, dotted: str, default=None):
@@ -188,14 +204,9 @@ def summarise(run: dict) -> dict[str, Any]:
       **{k: v for k, v in f.items() if k.endswith("/acc_last")})
 
 
-def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
-  a = np.asarray([v for v in values if v is not None], dtype=float)
-  if a.size == 0:
-    return float("nan"), float("nan"), 0
-  return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0, int(a.size)
-
-
 def group(rows: Sequence[dict], by: str, value: str) -> list[tuple[Any, float, float, int]]:
-  """[(key, mean, std over seeds, n)] of `value` grouped by `by`, sorted by key."""
+  """[(key, mean, standard error over seeds, n)] of `value` grouped by `by`, sorted by
+  key (the project's one convention: `research.stats.mean_se`)."""
   keys = sorted({r[by] for r in rows}, key=lambda k: (k is None, k))
-  return [(k, *mean_std(r[value] for r in rows if r[by] == k)) for k in keys]
+  return [(k, *stats.mean_se(r[value] for r in rows if r[by] == k and r[value] is not None))
+          for k in keys]

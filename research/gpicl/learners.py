@@ -75,6 +75,9 @@ def make_learner(model_config, *, num_classes: int, seq_len: int, input_dim: int
   given = {"seq_len": seq_len, "input_dim": input_dim, "num_classes": num_classes}
   kwargs = {k: v for k, v in model_config.items() if k != "name" and v is not None}
   for field, quantity in entry.meta.get("needs", {}).items():
+    if field in kwargs:
+      raise ConfigError(f"config.model.{field} is set by the experiment (from {quantity}); "
+                        f"remove it from the config")
     kwargs[field] = given[quantity]
   fields = set(_fields(entry.obj))
   unknown = sorted(set(kwargs) - fields)

@@ -4,13 +4,14 @@ import os
 import numpy as np
 import pytest
 
-from research.dkvb import data, encoders
+from research import encoders
+from research.dkvb import data
 
 
 def test_pca_is_fitted_without_labels_and_orthogonal():
   rng = np.random.default_rng(0)
   fit = rng.standard_normal((200, 12)) @ rng.standard_normal((12, 12))
-  enc = encoders.make_encoder("pca", fit, dim=5)
+  enc = encoders.make("pca", fit, dim=5)
   z = enc(fit)
   assert z.shape == (200, 5) and z.dtype == np.float32
   np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-4)
@@ -21,12 +22,12 @@ def test_pca_is_fitted_without_labels_and_orthogonal():
 
 def test_random_relu_and_pixels_and_identity():
   x = np.random.default_rng(0).uniform(size=(30, 4, 4)).astype(np.float32)
-  z = encoders.make_encoder("random_relu", x, dim=64, seed=1)(x)
+  z = encoders.make("random_relu", x, dim=64, seed=1)(x)
   assert z.shape == (30, 64) and (z >= 0).all() and (z > 0).any()
-  np.testing.assert_array_equal(encoders.make_encoder("random_relu", x, dim=64, seed=1)(x), z)
-  np.testing.assert_allclose(encoders.make_encoder("pixels", x, scale=2.0)(x),
+  np.testing.assert_array_equal(encoders.make("random_relu", x, dim=64, seed=1)(x), z)
+  np.testing.assert_allclose(encoders.make("pixels", x, scale=2.0)(x),
                              x.reshape(30, -1) / 2)
-  assert encoders.make_encoder("identity", x)(x).shape == (30, 16)
+  assert encoders.make("identity", x)(x).shape == (30, 16)
 
 
 def test_embedding_cache_reuses_and_keys_by_content(tmp_path):
@@ -68,3 +69,13 @@ def test_tfds_cifar_via_mock_data_and_missing_data_error(tmp_path):
   assert y.dtype == np.int32 and (0 <= y).all() and (y < 10).all()
   with pytest.raises(FileNotFoundError, match="download_and_prepare"):
     data.tfds_images("cifar10", "train", data_dir=str(tmp_path))
+
+
+def test_every_encoder_a_config_can_name_is_registered():
+  """One registry: the array encoders DKVB offers and the text encoders retrieval uses."""
+  names = encoders.ENCODERS.names()
+  for name in ("identity", "pixels", "pca", "random_relu", "autoencoder", "minilm"):
+    assert name in names
+  from research import errors
+  with pytest.raises(errors.ConfigError, match="no encoder of that name"):
+    encoders.make("pcaa", np.zeros((3, 2)))

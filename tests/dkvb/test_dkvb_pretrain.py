@@ -1,12 +1,14 @@
-"""The in-framework pretrained encoder: it trains, embeds, caches, and runs in the experiment."""
+"""The in-framework pretrained encoder: a trainer run that trains, embeds, is reused
+from its cache directory, and runs inside the DKVB protocol."""
 import importlib.util
 import os
 
 import numpy as np
 import pytest
 
-from research.dkvb import data, encoders, experiment, pretrain
-from research.metrics import read_metrics
+from research import encoders, errors
+from research import metrics as metrics_lib
+from research.dkvb import data, experiment, pretrain
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "dkvb")
 
@@ -16,46 +18,39 @@ def _pool():
   return x_key
 
 
-def test_autoencoder_trains_and_embeds():
+def test_autoencoder_trains_embeds_and_is_deterministic(tmp_path):
   x = _pool()
-  cfg = pretrain.PretrainConfig(dim=8, hidden=64, steps=300, seed=1)
-  trained, losses = pretrain.train_autoencoder(x, cfg)
-  assert losses.shape == (300,) and np.isfinite(losses).all()
-  assert losses[-30:].mean() < 0.5 * losses[:30].mean()  # Reconstruction is learned.
-  embed = pretrain.embed_fn(trained, 64, cfg)
+  settings = dict(hidden=64, steps=300)
+  run, final = pretrain.pretrained_autoencoder(x, dim=8, seed=1, settings=settings,
+                                               cache_dir=str(tmp_path / "a"))
+  losses = [r["loss"] for r in metrics_lib.read_metrics(run.workdir, "train")]
+  assert np.isfinite(losses).all() and losses[-1] < 0.5 * losses[0]  # Reconstruction is learned.
+  assert final["val_loss"] < 0.5 * final["loss_first"]
+  embed = pretrain.embed_fn(run)
   (x_tr, _), _, _ = data.digits(0)
   z = embed(x_tr)
   assert z.shape == (len(x_tr), 8) and z.dtype == np.float32
   assert (z.std(0) > 1e-3).all()  # No dead embedding dimension.
-  again, _ = pretrain.train_autoencoder(x, cfg)  # Deterministic in the seed.
-  np.testing.assert_array_equal(pretrain.embed_fn(again, 64, cfg)(x_tr), z)
+  again, _ = pretrain.pretrained_autoencoder(x, dim=8, seed=1, settings=settings,
+                                             cache_dir=str(tmp_path / "b"))
+  np.testing.assert_array_equal(pretrain.embed_fn(again)(x_tr), z)  # Deterministic in the seed.
 
 
-def test_autoencoder_cache_reuse_and_keys(tmp_path, monkeypatch):
+def test_autoencoder_run_is_reused_and_keyed_by_settings_and_data(tmp_path):
   x = _pool()
-  calls = []
-  train = pretrain.train_autoencoder
-  monkeypatch.setattr(pretrain, "train_autoencoder",
-                      lambda x, cfg: calls.append(cfg) or train(x, cfg))
-  cfg = pretrain.PretrainConfig(dim=4, hidden=16, steps=20)
-  enc1 = encoders.make_encoder("autoencoder", x, dim=4, pretrain=dict(hidden=16, steps=20),
-                               cache_dir=str(tmp_path))
-  enc2 = encoders.make_encoder("autoencoder", x, dim=4, pretrain=dict(hidden=16, steps=20),
-                               cache_dir=str(tmp_path))
-  assert len(calls) == 1 and calls[0] == cfg
-  assert not enc1.info["pretrain_cached"] and enc2.info["pretrain_cached"]
-  assert enc1.info["pretrain_loss_last"] == enc2.info["pretrain_loss_last"]
+  make = lambda data, **kw: encoders.make(
+      "autoencoder", data, dim=4, pretrain=dict(hidden=16, steps=20, **kw), cache_dir=str(tmp_path))
+  enc1 = make(x)
+  rows = len(metrics_lib.read_metrics(enc1.info["pretrain_workdir"]))
+  enc2 = make(x)  # A finished run: nothing trains again.
+  assert len(metrics_lib.read_metrics(enc2.info["pretrain_workdir"])) == rows
+  assert enc1.info["pretrain_workdir"] == enc2.info["pretrain_workdir"]
   assert enc1.fingerprint == enc2.fingerprint
   np.testing.assert_array_equal(enc1(x), enc2(x))
-  files = os.listdir(tmp_path)
-  assert len(files) == 1 and files[0].endswith(".npz")
-  np.load(os.path.join(tmp_path, files[0]), allow_pickle=False)  # No pickle inside.
-  # Other settings or other data: a new entry, trained again.
-  encoders.make_encoder("autoencoder", x, dim=4, pretrain=dict(hidden=16, steps=21),
-                        cache_dir=str(tmp_path))
-  other = encoders.make_encoder("autoencoder", x[1:], dim=4, pretrain=dict(hidden=16, steps=20),
-                                cache_dir=str(tmp_path))
-  assert len(calls) == 3 and len(os.listdir(tmp_path)) == 3
+  # Other settings or other data: another run.
+  make(x, noise=0.2)
+  other = make(x[1:])
+  assert len([d for d in os.listdir(tmp_path) if d.startswith("autoencoder-")]) == 3
   assert other.fingerprint != enc1.fingerprint
 
 
@@ -68,20 +63,16 @@ def _digits_config(arg):
 
 def test_digits_experiment_with_pretrained_encoder(tmp_path):
   cfg = _digits_config("tiny,encoder=autoencoder")
-  with cfg.unlocked():
-    cfg.only = "dkvb,linear"
-    cfg.encoder.pretrain.steps = 20
-    cfg.encoder.cache_dir = str(tmp_path / "cache")
+  cfg.only = "dkvb,linear"
+  cfg.encoder.pretrain.steps = 20
+  cfg.encoder.cache_dir = str(tmp_path / "cache")
   first = experiment.run(cfg, str(tmp_path / "a"))
   assert set(first) == {"dkvb", "linear"}
-  rows = read_metrics(str(tmp_path / "a"), kind="encoder/s0")
-  assert len(rows) == 1 and rows[0]["pretrain_cached"] is False
+  assert "pretrain_loss_last" in first["dkvb"]["per_seed"][0]
   assert any(f.startswith("autoencoder-") for f in os.listdir(tmp_path / "cache"))
-  second = experiment.run(cfg, str(tmp_path / "b"))  # Same cache: parameters reused.
-  assert read_metrics(str(tmp_path / "b"), kind="encoder/s0")[0]["pretrain_cached"] is True
+  second = experiment.run(cfg, str(tmp_path / "b"))  # Same cache: the pretrained run reused.
   assert second["dkvb"]["final_acc_mean"] == first["dkvb"]["final_acc_mean"]
-  with cfg.unlocked():
-    cfg.only, cfg.encoder.cache_dir = "linear", ""  # No cache dir: <workdir>/cache.
+  cfg.only, cfg.encoder.cache_dir = "linear", ""  # No cache dir: <workdir>/cache.
   experiment.run(cfg, str(tmp_path / "c"))
   assert any(f.startswith("autoencoder-") for f in os.listdir(tmp_path / "c" / "cache"))
 
@@ -90,5 +81,5 @@ def test_unknown_pretrain_key_is_rejected(tmp_path):
   cfg = _digits_config("tiny,encoder=autoencoder")
   with cfg.unlocked():
     cfg.encoder.pretrain.stepz = 3
-  with pytest.raises(ValueError, match="stepz"):
+  with pytest.raises(errors.ConfigError, match="stepz"):
     experiment.run(cfg, str(tmp_path))

@@ -85,8 +85,26 @@ def test_plateau_uses_unbiased_loss_not_total():
   assert analysis.plateau_length(steps, total, 10) == 50  # What the total loss would claim.
 
 
-def test_group_mean_std():
+def test_group_mean_and_standard_error():
   rows = [{"n": 1, "v": 0.1}, {"n": 1, "v": 0.3}, {"n": 4, "v": 0.5}]
   g = analysis.group(rows, "n", "v")
-  assert g[0][0] == 1 and g[0][1] == pytest.approx(0.2) and g[0][2] == pytest.approx(np.std([0.1, 0.3], ddof=1))
-  assert g[1] == (4, 0.5, 0.0, 1)
+  se = np.std([0.1, 0.3], ddof=1) / np.sqrt(2)
+  assert g[0][0] == 1 and g[0][1] == pytest.approx(0.2) and g[0][2] == pytest.approx(se)
+  assert g[0][3] == 2
+  assert g[1][0] == 4 and g[1][1] == 0.5 and np.isnan(g[1][2]) and g[1][3] == 1
+
+
+def test_vmapped_seeds_run_reads_as_one_run_per_seed(tmp_path):
+  """A `train.num_seeds` run keeps each replica in seed_<s>/: the sweep analysis sees
+  one row per seed, with the replica's own seed."""
+  from experiments.gpicl import digits
+  from research import train
+  c = digits.get_config("tiny")
+  c.train.num_seeds = 2
+  final = train.run(c, str(tmp_path / "sweep" / "r"))
+  assert final["seeds"] == [0, 1] and len(final["per_seed"]) == 2
+  assert "unseen/acc_last_se" in final  # Mean ± standard error over the seeds.
+  runs = analysis.load_sweep_dir(str(tmp_path / "sweep"))
+  assert [r["config"]["seed"] for r in runs] == [0, 1]
+  assert [analysis.summarise(r)["seed"] for r in runs] == [0, 1]
+  assert runs[0]["final"]["unseen/acc_curve"] != runs[1]["final"]["unseen/acc_curve"]

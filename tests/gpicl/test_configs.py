@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from launch import sweep
-from research import experiment
+from research import train
 from research.gpicl import sampler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -33,7 +33,7 @@ def test_paper_layout_cpu_tiny(workdir):
   cfg = paper_layout_cpu.get_config("tiny")
   assert cfg.model.layout == "paper" and cfg.curriculum.classes_start == 2
   assert cfg.tasks.bias_fraction == 0.0
-  final = experiment.run(cfg, workdir)
+  final = train.run(cfg, workdir)
   assert "plateau_steps" in final and "plateau_steps_eval" in final
   assert final["phase"] in ("none", "memorisation", "task_identification", "learning_to_learn")
   # The control and the earlier biased-pool variant stay reachable.
@@ -57,7 +57,7 @@ def test_paper_layout_sweep_stages(stage, tmp_path):
   os.chdir(ROOT)
   try:
     for run in runs:
-      final = experiment.run(sweep.resolve_config(run), run.workdir)
+      final = train.run(sweep.resolve_config(run), run.workdir)
       assert 0.0 <= final["unseen/acc_last"] <= 1.0, run.name
   finally:
     os.chdir(cwd)
@@ -71,7 +71,7 @@ def test_every_sweep_runs_tiny_in_process(name, tmp_path):
   os.chdir(ROOT)
   try:
     for run in sweep.expand(path, "tiny", str(tmp_path)):
-      final = experiment.run(sweep.resolve_config(run), run.workdir)
+      final = train.run(sweep.resolve_config(run), run.workdir)
       assert 0.0 <= final["unseen/acc_last"] <= 1.0, run.name
   finally:
     os.chdir(cwd)
@@ -99,7 +99,9 @@ def test_pca_dim_reduces_every_set():
   c = digits.get_config("tiny")
   c.data.update(pca_dim=8, input_dim=8)
   c.eval.datasets = ("wine", "iris")
-  pools, _ = gpicl._pools(c)
+  pools, _ = gpicl._base_pools(c)
+  for name in c.eval.datasets:
+    pools[name] = gpicl._other_pool(c, name)[0]
   for name, (x, _) in pools.items():
     assert x.shape[1] == 8, name
   x = pools["train"][0]

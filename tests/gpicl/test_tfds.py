@@ -3,7 +3,7 @@ paper-scale configs in tiny form on them."""
 import numpy as np
 import pytest
 
-from research import experiment
+from research import train
 from research.data import offline
 from research.data import tfds as tfds_data
 
@@ -68,7 +68,7 @@ def test_paper_scale_configs_tiny_on_mock_data(config_name, workdir):
   assert (full.train.batch_size, full.data.seq_len, full.train.num_steps) == (512, 100, 50_000)
   assert (full.model.d_model, full.model.num_layers, full.model.num_heads) == (256, 4, 8)
   with _mock(60):
-    final = experiment.run(cfg, workdir)
+    final = train.run(cfg, workdir)
   assert 0 <= final["unseen/acc_last"] <= 1
   assert "tfds:fashion_mnist/acc_curve" in final and len(final["random/acc_curve"]) == cfg.data.seq_len
   assert "plateau_steps" in final
