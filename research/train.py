@@ -127,7 +127,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # `train.steps_per_call` updates and stops at every log/eval/checkpoint/phase step.
   # --------------------------------------------------------------------------
   step_fns = StepFunctions(exp, tx, mesh, rules, state_sharding, config, frozen)
-  batches = host_batches(exp, train_keys, mesh, rules, config, start_step)
+  batches = host_batches(exp, train_keys, mesh, rules, config, (meta or {}).get("data"),
+                         start_step)
   first = _call_length(start_step, config.train, config.train.num_steps, exp.phases)
   compiled = step_fns.compiled(first, state, frozen, batches.spec(start_step, first), train_keys)
   # XLA's cost analysis counts a scan's body once: one update's FLOPs either way.
@@ -454,18 +455,26 @@ class host_batches:
   checkpoint's metadata and is checked against the restored step on resume.
   """
 
-  def __init__(self, exp, train_keys, mesh, rules, config, start_step: int):
+  def __init__(self, exp, train_keys, mesh, rules, config, saved_state, start_step: int):
     self.active = exp.host_batch is not None
-    self._state = {"next_index": 0}
+    self._state = {"next_index": start_step}
     if not self.active:
       return
     self._exp, self._keys, self._seeds = exp, train_keys, config.train.num_seeds
     self._sharding = sharding.batch_sharding(mesh, rules)
     self._global = config.train.batch_size
     self._start, self._stop = sharding.process_rows(self._sharding, self._global)
-    self._first = start_step
-    ds = grain.MapDataset.range(start_step, config.train.num_steps).map(self._local_rows)
+    ds = grain.MapDataset.range(config.train.num_steps).map(self._local_rows)
     self._it = iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)))
+    if start_step:  # Resuming: the iterator continues where the checkpoint left it.
+      # (Checkpoints written before the iterator state was saved hold none: every
+      # element is a pure function of its step, so the step alone places it.)
+      saved_state = saved_state or {"next_index": start_step}
+      if saved_state.get("next_index") != start_step:
+        raise ConfigError(f"the checkpoint at step {start_step} holds data-iterator state "
+                          f"{saved_state}, which does not continue at that step; the workdir "
+                          f"is inconsistent: use a new --workdir")
+      self._it.set_state(dict(saved_state))
     self._pending: dict[int, Any] = {}
 
   def _local_rows(self, step: int):
@@ -521,7 +530,8 @@ class host_batches:
     return self._global_array(stacked, lead + 1)
 
   def state(self) -> dict:
-    return dict(self._state, first_step=getattr(self, "_first", 0))
+    """The iterator state after the batches taken so far (saved with a checkpoint)."""
+    return dict(self._state)
 
   def close(self):
     if self.active:
@@ -543,7 +553,7 @@ def fresh_state_and_step(config, mesh):
   state = jax.jit(init_fn, out_shardings=state_sharding)(init_keys)
   frozen = {} if exp.frozen is None else exp.frozen
   fns = StepFunctions(exp, tx, mesh, rules, state_sharding, config, frozen)
-  batches = host_batches(exp, train_keys, mesh, rules, config, 0)
+  batches = host_batches(exp, train_keys, mesh, rules, config, None, 0)
   step = fns.compiled(1, state, frozen, batches.spec(0, 1), train_keys)
   return exp, state, step, lambda i: (frozen, batches.peek(i), train_keys)
 

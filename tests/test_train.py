@@ -163,3 +163,90 @@ def test_host_pipeline_one_and_two_processes_agree(tmp_path):
                   "--workdir", str(tmp_path / "dev"), "--local_devices=1"])
   assert dev.returncode == 0, dev.stderr[-3000:]
   assert losses(str(tmp_path / "dev")) != ref
+
+
+# ---------------------------------------------------------------------------
+# Replicas, multi-update calls, phases and inactive steps.
+# ---------------------------------------------------------------------------
+def test_vmapped_seeds_match_separate_runs(tmp_path):
+  """train.num_seeds = 2 trains seeds 0 and 1 in one vmapped step: each replica is the
+  run that seed alone gives (to float rounding), with its rows in seed_<s>/."""
+  from research import runs
+  train.train_and_evaluate(tiny(**{"train.num_seeds": 2}), str(tmp_path / "v"))
+  for s in (0, 1):
+    train.train_and_evaluate(tiny(seed=s), str(tmp_path / f"s{s}"))
+    replica = runs.load(str(tmp_path / "v")).replica(s)
+    alone = runs.load(str(tmp_path / f"s{s}"))
+    for x, y in zip(jax.tree.leaves(replica.params), jax.tree.leaves(alone.params)):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
+    assert len(losses(str(tmp_path / "v" / f"seed_{s}"))) == len(losses(str(tmp_path / f"s{s}")))
+
+
+def test_steps_per_call_is_bit_identical_to_one_step_per_call(tmp_path):
+  every = {"train.log_every": 6, "train.eval_every": 6, "train.checkpoint_every": 6}
+  train.train_and_evaluate(tiny(**every), str(tmp_path / "one"))
+  train.train_and_evaluate(tiny(**every, **{"train.steps_per_call": 6}), str(tmp_path / "six"))
+  for x, y in zip(jax.tree.leaves(restore_params(str(tmp_path / "one"), 6)),
+                  jax.tree.leaves(restore_params(str(tmp_path / "six"), 6))):
+    np.testing.assert_array_equal(x, y)
+  assert losses(str(tmp_path / "one")) == losses(str(tmp_path / "six"))
+
+
+def _quadratic_experiment(phases=(), reset=False, active=None):
+  """w (2,) pulled towards [1, -1]; a batch is the step itself (to see which ran)."""
+  import jax.numpy as jnp
+  from research import experiment as experiment_lib
+  target = jnp.asarray([1.0, -1.0])
+  return experiment_lib.Experiment(
+      init_params=lambda key: {"w": jnp.zeros(2)},
+      sample_batch=lambda frozen, key, step: {"step": jnp.full((2,), step)},
+      loss_fn=lambda p, f, b, k: (jnp.sum((p["w"] - target) ** 2), {}),
+      evaluate=lambda p, f, s: {}, phases=phases, reset_optimizer=reset, active=active)
+
+
+def _run_steps(exp, tx, n):
+  import jax.numpy as jnp
+  mesh = sharding.make_mesh((("data", 1), ("model", 1)))
+  step = jax.jit(train.make_train_step(exp, tx, sharding.replicated(mesh)))
+  params = exp.init_params(None)
+  state = {"step": jnp.int32(0), "params": params, "opt_state": tx.init(params),
+           "nonfinite_total": jnp.int32(0), "nonfinite_run": jnp.int32(0)}
+  history = []
+  for _ in range(n):
+    state, _ = step(state, {}, None, jax.random.key(0))
+    history.append(state)
+  return history
+
+
+def test_inactive_steps_change_nothing_and_phases_reset_the_optimizer():
+  import jax.numpy as jnp
+  tx = optax.sgd(0.1, momentum=0.9)
+  # Step 1 inactive: parameters and momentum after it equal those after step 0.
+  skip = _run_steps(_quadratic_experiment(active=lambda f, s: s != 1), tx, 3)
+  np.testing.assert_array_equal(skip[1]["params"]["w"], skip[0]["params"]["w"])
+  jax.tree.map(np.testing.assert_array_equal, skip[1]["opt_state"], skip[0]["opt_state"])
+  assert int(skip[1]["nonfinite_total"]) == 0  # Inactive is not "bad".
+  # A phase starting at step 2 with reset: the update of step 2 uses fresh momentum,
+  # i.e. equals plain SGD's first step from the parameters after step 1.
+  plain = _run_steps(_quadratic_experiment(), tx, 3)
+  reset = _run_steps(_quadratic_experiment(phases=(2,), reset=True), tx, 3)
+  np.testing.assert_array_equal(reset[1]["params"]["w"], plain[1]["params"]["w"])
+  w1 = plain[1]["params"]["w"]
+  fresh = w1 - 0.1 * 2 * (w1 - jnp.asarray([1.0, -1.0]))
+  np.testing.assert_allclose(reset[2]["params"]["w"], fresh, rtol=1e-6)
+  assert not np.allclose(plain[2]["params"]["w"], fresh)  # Without reset, momentum carries.
+
+
+def test_host_pipeline_resumes_bit_identical_from_the_checkpointed_iterator(tmp_path):
+  """The host pipeline is a grain iterator over steps; its state is saved with the
+  checkpoint and a resumed run gets the batches an uninterrupted one got."""
+  host = {"data.pipeline": "host"}
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  train.train_and_evaluate(tiny(**host), a)
+  train.train_and_evaluate(tiny(**host, **{"train.num_steps": 3}), b)
+  mngr = ocp.CheckpointManager(os.path.join(b, "checkpoints"))
+  meta = mngr.restore(3, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+  assert meta["data"] == {"next_index": 3}
+  train.train_and_evaluate(tiny(**host), b)
+  for x, y in zip(jax.tree.leaves(restore_params(a, 6)), jax.tree.leaves(restore_params(b, 6))):
+    np.testing.assert_array_equal(x, y)

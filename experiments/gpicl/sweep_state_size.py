@@ -20,9 +20,11 @@ token), where recurrent learners do learn in context on this CPU. Two pairs with
 matched parameter counts and very different state: LSTM 32 (state 32, 12k params)
 vs outer-product LSTM 16 x 2 (512, 14k); LSTM 128 (128, 159k) vs outer-product
 LSTM 32 x 4 (4096, 170k); plus LSTM 512 (state 512 like outer 16 x 2, 170x its
-parameters). 3000 steps each; `random_long`: the two LSTMs (32, 128) at 10000 steps, to
-tell a longer plateau from a missing ability; `random_seeds`: LSTM 32, outer-product
-LSTM 16 x 2 and LSTM 128 at 3000 steps with seeds 1 and 2 (seed 0 is `random`).
+parameters). 3000 steps each, seeds 0, 1, 2 trained in one vmapped step
+(`train.num_seeds=3`); `random_long`: the two LSTMs (32, 128) at 10000 steps (seed 0),
+to tell a longer plateau from a missing ability; `random_attention`: a 1-layer softmax
+transformer (state ∝ sequence length) and a 1-layer linear-attention transformer
+(a fixed d_k × d_v memory per head: models/linear_transformer.py), same budget.
 
 Paper: unseen-task accuracy follows accessible state size better than parameter
 count. The transformer's point comes from sweep_learners.py. Measured here: experiments/gpicl/README.md.
@@ -49,32 +51,35 @@ CURRICULUM_LONG = dict(CURRICULUM, **{"train.num_steps": 6000, "train.eval_every
 
 
 RANDOM = {"data.dataset": "random", "train.num_steps": 3000, "train.eval_every": 1000,
-          "eval.datasets": ("digits",)}
+          "eval.datasets": ("digits",), "train.num_seeds": 3}
 RANDOM_RUNS = [("lstm", {"model.hidden_size": 32}),
                ("outer_lstm", {"model.hidden_size": 16, "model.num_heads": 2}),
                ("lstm", {"model.hidden_size": 128}),
                ("outer_lstm", {"model.hidden_size": 32, "model.num_heads": 4}),
                ("lstm", {"model.hidden_size": 512})]
+# Attention on the same budget: softmax (state grows with the sequence) and linear
+# (a fixed d_k × d_v memory per head and layer: models/linear_transformer.py).
+ATTENTION_RUNS = [("transformer", {"model.num_layers": 1}),
+                  ("linear_transformer", {"model.num_layers": 1})]
 
 
 def _run(arg, learner, overrides, layout=None):
-  """One run of a recurrent `learner`: the CPU-scale base without the transformer's
-  `model.num_layers`, plus `overrides`."""
+  """One run of `learner`: the CPU-scale base without the transformer's
+  `model.num_layers` (attention learners set their own), plus `overrides`."""
   spec, shared = sweep_common.base(arg, learner=learner, layout=layout)
   shared.pop("model.num_layers", None)
   return dict(shared, config=spec, **overrides)
 
 
 def get_sweep(arg=None):
-  if arg in ("random", "random_long", "random_seeds"):
-    steps = {"random_long": {"train.num_steps": 10000, "train.eval_every": 2000}}.get(arg, {})
+  if arg in ("random", "random_long", "random_attention"):
+    steps = {"random_long": {"train.num_steps": 10000, "train.eval_every": 2000,
+                             "train.num_seeds": 1}}.get(arg, {})
     chosen = {"random": RANDOM_RUNS, "random_long": [RANDOM_RUNS[0], RANDOM_RUNS[2]],
-              "random_seeds": RANDOM_RUNS[:3]}[arg]
-    # Seed 0 is the config's default: the `random` runs carry no seed override.
-    seeds = [{"seed": 1}, {"seed": 2}] if arg == "random_seeds" else [{}]
+              "random_attention": ATTENTION_RUNS}[arg]
     stage = dict(RANDOM, **steps)
-    runs = [_run(None, learner, dict(sizes, **stage, **seed), layout="query")
-            for learner, sizes in chosen for seed in seeds]
+    runs = [_run(None, learner, dict(stage, **sizes), layout="query")
+            for learner, sizes in chosen]
     return runs[0]["config"], runs
   if arg in ("curriculum", "curriculum_long"):
     chosen = CURRICULUM_RUNS if arg == "curriculum" else CURRICULUM_RUNS[1::2]
@@ -85,4 +90,6 @@ def get_sweep(arg=None):
   outer = [{"model.hidden_size": h, "model.num_heads": k}
            for h, k in ([(4, 1)] if arg == "tiny" else OUTER)]
   runs = [_run(arg, "lstm", o) for o in lstm] + [_run(arg, "outer_lstm", o) for o in outer]
+  if arg == "tiny":  # The attention stage's learners, tiny.
+    runs += [_run(arg, learner, {}, layout="query") for learner, _ in ATTENTION_RUNS]
   return runs[0]["config"], runs
