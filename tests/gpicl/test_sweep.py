@@ -107,13 +107,13 @@ def test_state_size_curriculum_stages(arg, n, hold, tmp_path):
     assert config.model.name in ("lstm", "outer_lstm")
 
 
-@pytest.mark.parametrize("arg, n, steps", [("random", 5, 3000), ("random_long", 2, 10000),
-                                           ("random_seeds", 6, 3000)])
-def test_state_size_random_stages(arg, n, steps, tmp_path):
-  """The Random-dataset stages: query layout, own directory, their step counts."""
+@pytest.mark.parametrize("arg, n, steps, seeds", [("random", 5, 3000, 3), ("random_long", 2, 10000, 1),
+                                                  ("random_attention", 2, 3000, 3)])
+def test_state_size_random_stages(arg, n, steps, seeds, tmp_path):
+  """The Random-dataset stages: query layout, own directory, step and seed counts."""
   runs = sweep.expand(_path("sweep_state_size"), arg, root=str(tmp_path))
   assert len(runs) == n and all(f"sweep_state_size_{arg}/" in r.workdir for r in runs)
   configs = [sweep.resolve_config(r) for r in runs]
   assert all(c.data.dataset == "random" and c.model.layout == "query" for c in configs)
-  assert all(c.train.num_steps == steps for c in configs)
+  assert all(c.train.num_steps == steps and c.train.num_seeds == seeds for c in configs)
   assert len({r.workdir for r in runs}) == n
