@@ -264,7 +264,9 @@ class Scorer:
       cache = self._run("prefill_ids", {}, cache, jnp.asarray(ids), jnp.asarray(mask),
                         shape_flops=(1, p, p + rows_len))
     else:
-      embeds = jnp.asarray(prefix_embeds)
+      # Through the host: vectors computed on a mesh (a run's distiller) come in with
+      # its sharding; the scorer's executables run on the default device.
+      embeds = jnp.asarray(np.asarray(prefix_embeds))
       embeds = embeds[None] if embeds.ndim == 2 else embeds
       n = p = embeds.shape[1]
       cache = self.adapter.init_cache(1, p + rows_len)
