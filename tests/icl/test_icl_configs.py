@@ -74,3 +74,52 @@ def test_icl_config_rejects_unknown_method(workdir):
   config.methods = ("pt=" + workdir + "/nothing",)
   with pytest.raises(errors.ConfigError, match="not a trainer run"):
     train.run(config.lock(), workdir)
+
+
+def _leaves(d, prefix=""):
+  for k, v in d.items():
+    if isinstance(v, dict):
+      yield from _leaves(v, f"{prefix}{k}.")
+    else:
+      yield prefix + k, v
+
+
+@pytest.mark.parametrize("path,arg", [
+    ("experiments/icl/smollm2_offline.py", "tiny"), ("experiments/icl/prompt_tuning.py", ""),
+    ("experiments/mend/evaluate.py", ""), ("experiments/mend/finetune.py", "tiny"),
+    ("experiments/mend/pretrain.py", "")])
+def test_every_declared_key_is_overridable_from_the_command_line(path, arg):
+  """Every leaf of the config (methods' sections included) takes --config.KEY=VALUE,
+  as launch.main parses it; a key that is not declared is rejected."""
+  from absl import flags
+  from ml_collections import config_flags
+  root = os.path.join(os.path.dirname(__file__), "..", "..")
+  spec = f"{os.path.join(root, path)}:{arg}" if arg else os.path.join(root, path)
+  config = _load(os.path.join(root, path), arg or None)
+  overrides = {}  # A different value for every leaf (tuples as they are).
+  for key, value in _leaves(config.to_dict()):
+    if value is None or value == "":
+      continue
+    if isinstance(value, bool):
+      value = not value
+    elif isinstance(value, (int, float)):
+      value = value + 1
+    elif isinstance(value, str):
+      value = value + "_x"
+    overrides[key] = value
+  argv = ["prog", f"--config={spec}"] + [
+      f"--config.{k}={v}" for k, v in overrides.items()]
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True,
+                                  sys_argv=argv)
+  fv(argv)
+  got = dict(_leaves(fv.config.to_dict()))
+  for k, v in overrides.items():
+    assert got[k] == v, k
+  bad = ["prog", f"--config={spec}", "--config.data.typo_key=1"]
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True,
+                                  sys_argv=bad)
+  with pytest.raises(Exception, match="typo_key"):
+    fv(bad)
+    fv.config  # noqa: B018  (the override applies when the value is read)
