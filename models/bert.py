@@ -2,7 +2,7 @@
 
 Matches Hugging Face `BertModel` numerics (exact-erf GELU, LayerNorm eps from
 the config, additive -inf-like mask on padded keys) so weights imported from
-safetensors reproduce the reference embeddings; see `research/dkvb/minilm.py`.
+safetensors reproduce the reference embeddings; see `models/minilm.py`.
 """
 from __future__ import annotations
 

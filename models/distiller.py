@@ -94,8 +94,7 @@ class Distiller(nn.Module):
         [tok, jnp.broadcast_to(placeholders.astype(tok.dtype), (b, l, cfg.d_model))], axis=1)
     mask = jnp.concatenate([demo_mask.astype(jnp.int32), jnp.ones((b, l), jnp.int32)], axis=1)
     positions = llm.default_positions(mask)
-    _, _, hidden = lm(inputs_embeds=x, attention_mask=mask, positions=positions,
-                      return_hidden=True)
+    hidden = lm.hidden(inputs_embeds=x, attention_mask=mask, positions=positions)
     s_d = hidden[:, t:].astype(jnp.float32)
     if self.out_dim != cfg.d_model:
       s_d = jnp.tanh(nn.Dense(

@@ -20,6 +20,11 @@ answer option, and score every option against it. Causality is by slot order,
 positions only enter through RoPE / the position table, so left- or
 right-padding both work when positions are given.
 
+Calls: `model.apply(p, ids)` -> logits; with `cache=` -> (logits, new cache): a
+cache comes back only to callers that pass one. `method=CausalLM.hidden` gives the
+final hidden states (same cache rule) and `method=CausalLM.head` maps them to
+logits, so a scorer can apply the vocabulary projection only where it needs it.
+
 `inputs_embeds` lets MEND and prompt tuning put vectors in front of the token
 embeddings: `model.apply(p, inputs_embeds=jnp.concatenate([prefix,
 model.apply(p, ids, method=CausalLM.embed)], 1))`.
@@ -308,7 +313,7 @@ class CausalLM(nn.Module):
         metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")
     self.ln_f = Norm(cfg, name="ln_f")
     if not cfg.tie_embeddings:
-      self.head = self.param(
+      self.head_kernel = self.param(
           "head", nn.with_logical_partitioning(init, ("embed", "vocab")),
           (cfg.d_model, cfg.vocab_size), cfg.param_dtype)
 
@@ -316,23 +321,13 @@ class CausalLM(nn.Module):
     """Token embeddings [batch, length, embed] (no positions: those are added inside)."""
     return jnp.take(self.embedding, input_ids, axis=0).astype(self.config.dtype)
 
-  def __call__(self, input_ids: Array | None = None, *, inputs_embeds: Array | None = None,
-               positions: Array | None = None, attention_mask: Array | None = None,
-               cache: KVCache | None = None, return_hidden: bool = False):
-    """Next-token logits.
+  def hidden(self, input_ids: Array | None = None, *, inputs_embeds: Array | None = None,
+             positions: Array | None = None, attention_mask: Array | None = None,
+             cache: KVCache | None = None):
+    """Final (normed) hidden states [batch, length, embed], without the LM head.
 
-    Args:
-      input_ids: [batch, length] int tokens, or None when `inputs_embeds` is given.
-      inputs_embeds: [batch, length, embed] vectors that replace `embed(input_ids)`.
-      positions: [batch, length] int; default skips padding (`default_positions`).
-      attention_mask: [batch, length], 1 for real tokens, 0 for padding.
-      cache: a `KVCache`; the new tokens are written at slots [end, end + length)
-        and attend to every valid earlier slot.
-      return_hidden: also return the final (normed) hidden states.
-
-    Returns:
-      (logits [batch, length, vocab] float32, new cache or None), plus the hidden
-      states [batch, length, embed] as a third element when `return_hidden`.
+    Same arguments and cache rule as `__call__`: returns `hidden`, or
+    `(hidden, new cache)` when a cache is given.
     """
     cfg = self.config
     if (input_ids is None) == (inputs_embeds is None):
@@ -366,19 +361,42 @@ class CausalLM(nn.Module):
 
     x, new_layer_caches = self.layers(x, layer_caches, (positions, mask, write_at))
     hidden = self.ln_f(x)
-    head = self.embedding.T if cfg.tie_embeddings else self.head
-    logits = jnp.einsum("btd,dv->btv", hidden, head.astype(cfg.dtype)).astype(jnp.float32)
+    if cache is None:
+      return hidden
+    last_pos = jnp.max(jnp.where(attention_mask, positions, -1), axis=1)
+    return hidden, KVCache(
+        k=new_layer_caches[0], v=new_layer_caches[1], valid=valid,
+        next_pos=jnp.maximum(cache.next_pos, last_pos + 1).astype(jnp.int32),
+        end=(cache.end + t).astype(jnp.int32))
 
-    new_cache = None
-    if cache is not None:
-      last_pos = jnp.max(jnp.where(attention_mask, positions, -1), axis=1)
-      new_cache = KVCache(
-          k=new_layer_caches[0], v=new_layer_caches[1], valid=valid,
-          next_pos=jnp.maximum(cache.next_pos, last_pos + 1).astype(jnp.int32),
-          end=(cache.end + t).astype(jnp.int32))
-    if return_hidden:
-      return logits, new_cache, hidden
-    return logits, new_cache
+  def head(self, hidden: Array) -> Array:
+    """Next-token logits [..., vocab] (float32) from hidden states [..., embed]."""
+    cfg = self.config
+    w = self.embedding.T if cfg.tie_embeddings else self.head_kernel
+    return jnp.einsum("...d,dv->...v", hidden, w.astype(cfg.dtype)).astype(jnp.float32)
+
+  def __call__(self, input_ids: Array | None = None, *, inputs_embeds: Array | None = None,
+               positions: Array | None = None, attention_mask: Array | None = None,
+               cache: KVCache | None = None):
+    """Next-token logits.
+
+    Args:
+      input_ids: [batch, length] int tokens, or None when `inputs_embeds` is given.
+      inputs_embeds: [batch, length, embed] vectors that replace `embed(input_ids)`.
+      positions: [batch, length] int; default skips padding (`default_positions`).
+      attention_mask: [batch, length], 1 for real tokens, 0 for padding.
+      cache: a `KVCache`; the new tokens are written at slots [end, end + length)
+        and attend to every valid earlier slot.
+
+    Returns:
+      logits [batch, length, vocab] float32; `(logits, new cache)` when a cache is
+      given (a cache is returned only to callers that passed one).
+    """
+    out = self.hidden(input_ids, inputs_embeds=inputs_embeds, positions=positions,
+                      attention_mask=attention_mask, cache=cache)
+    if cache is None:
+      return self.head(out)
+    return self.head(out[0]), out[1]
 
 
 def token_logprobs(logits: Array, targets: Array) -> Array:

@@ -3,7 +3,7 @@ import pytest
 
 from research.data import manifest
 
-CMD = "python -m research.icl.suite --out DIR"
+CMD = "python -m research.llm.metaicl.suite --out DIR"
 
 
 def test_manifest_roundtrip_and_detects_changes(tmp_path):
@@ -15,7 +15,7 @@ def test_manifest_roundtrip_and_detects_changes(tmp_path):
   assert set(entries) == {"a.jsonl", "sub/b.jsonl"}
   manifest.verify(str(d), CMD)  # Untouched: fine.
   (d / "sub" / "b.jsonl").write_text('{"x": 3}\n')
-  with pytest.raises(manifest.DataError, match="b.jsonl.*checksum.*research.icl.suite"):
+  with pytest.raises(manifest.DataError, match="b.jsonl.*checksum.*research.llm.metaicl.suite"):
     manifest.verify(str(d), CMD)
   (d / "sub" / "b.jsonl").unlink()
   with pytest.raises(manifest.DataError, match="missing"):
@@ -23,7 +23,7 @@ def test_manifest_roundtrip_and_detects_changes(tmp_path):
 
 
 def test_missing_directory_or_manifest_names_the_command(tmp_path):
-  with pytest.raises(manifest.DataError, match="not found.*research.icl.suite"):
+  with pytest.raises(manifest.DataError, match="not found.*research.llm.metaicl.suite"):
     manifest.verify(str(tmp_path / "nope"), CMD)
   (tmp_path / "d").mkdir()
   with pytest.raises(manifest.DataError, match="no MANIFEST.json"):
@@ -31,8 +31,8 @@ def test_missing_directory_or_manifest_names_the_command(tmp_path):
 
 
 def test_offline_icl_suite_is_verified_on_load(tmp_path):
-  from research.icl import data as icl_data
-  from research.icl import suite
+  from research.llm.metaicl import data as icl_data
+  from research.llm.metaicl import suite
   out = str(tmp_path / "suite")
   task = "unicode_category"
   suite.write_suite(out, tasks=(task,))
@@ -41,7 +41,7 @@ def test_offline_icl_suite_is_verified_on_load(tmp_path):
   with open(path, "a") as f:
     f.write('{"task": "x", "input": "tampered", "output": "a", "options": ["a", "b"]}\n')
   icl_data._VERIFIED.clear()
-  with pytest.raises(manifest.DataError, match="checksum.*research.icl.suite"):
+  with pytest.raises(manifest.DataError, match="checksum.*research.llm.metaicl.suite"):
     icl_data.load_task(out, task, "test")
 
 

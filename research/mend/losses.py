@@ -32,7 +32,7 @@ def student_logits(lm: llm.CausalLM, lm_params, s_d, query_ids, query_mask):
   tok = lm.apply(lm_params, query_ids, method=llm.CausalLM.embed)
   x = jnp.concatenate([s_d.astype(tok.dtype), tok], axis=1)
   mask = jnp.concatenate([jnp.ones((b, l), jnp.int32), query_mask.astype(jnp.int32)], axis=1)
-  logits, _ = lm.apply(lm_params, inputs_embeds=x, attention_mask=mask)
+  logits = lm.apply(lm_params, inputs_embeds=x, attention_mask=mask)
   return logits[:, l:]
 
 
@@ -41,7 +41,7 @@ def teacher_logits(lm: llm.CausalLM, lm_params, demo_ids, demo_mask, query_ids, 
   (no gradient)."""
   ids = jnp.concatenate([demo_ids, query_ids], axis=1)
   mask = jnp.concatenate([demo_mask, query_mask], axis=1).astype(jnp.int32)
-  logits, _ = lm.apply(lm_params, ids, attention_mask=mask)
+  logits = lm.apply(lm_params, ids, attention_mask=mask)
   return jax.lax.stop_gradient(logits[:, demo_ids.shape[1]:])
 
 

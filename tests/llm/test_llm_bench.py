@@ -2,7 +2,7 @@
 import numpy as np
 
 from models.llm import LMConfig
-from research.llm import bench, scoring
+from research.llm import bench
 
 
 def test_bench_prefix_cache_tiny():
@@ -18,23 +18,3 @@ def test_bench_prefix_cache_tiny():
   assert out["flops_ratio_cached_demos_vs_full"] < out["flops_ratio_cached_prompt_vs_full"]
   assert set(out["seconds_per_query"]) == set(flops)
 
-
-def test_demo_cache_with_padded_query_equals_full():
-  """Left-padded query after cached demonstrations: padding in mid-sequence is skipped."""
-  import jax
-  import flax.linen as nn
-  from models.llm import CausalLM
-  cfg = LMConfig(arch="gpt2", vocab_size=64, d_model=32, num_layers=2, num_heads=4,
-                 num_kv_heads=4, head_dim=8, mlp_dim=64, max_len=64)
-  params = nn.unbox(CausalLM(cfg).init(jax.random.key(0), np.zeros((1, 4), np.int32)))
-  params = jax.tree_util.tree_map(lambda x: 4 * x, params)
-  demos, query, options = [5, 6, 7, 8, 9, 10], [11, 12], [[13, 14], [15], [16, 17]]
-  d_ids, d_mask = scoring.pad_prefix(demos, 8)
-  q_ids, q_mask = scoring.pad_prefix(query, 4)
-  o_ids, o_mask = scoring.pad_options(options)
-  cache = scoring.prefill_demos(params, d_ids, d_mask, config=cfg, max_len=14)
-  got, _ = scoring.score_query_with_demo_cache(params, cache, q_ids, q_mask, o_ids, o_mask,
-                                               config=cfg)
-  want, _ = scoring.score_sequences(params, *scoring.full_rows(demos + query, options),
-                                    config=cfg)
-  np.testing.assert_allclose(got, want, atol=1e-4)

@@ -1,4 +1,5 @@
-"""CausalLM mechanics: KV cache == full forward, RoPE, GQA, inputs_embeds, padding."""
+"""CausalLM mechanics: KV cache == full forward, RoPE, GQA, inputs_embeds, padding;
+option scoring and decoding on top of it."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,8 @@ import pytest
 
 from models import llm
 from models.llm import CausalLM, LMConfig, attend, expand_cache, init_cache, rope
-from research.llm import generate, scoring
+from research import llm as llm_api
+from research.llm import scoring
 
 CONFIGS = {
     "gpt2": LMConfig(arch="gpt2", vocab_size=64, d_model=32, num_layers=2, num_heads=4,
@@ -31,14 +33,13 @@ class _Jitted:
   """`model.apply` under jit: op-by-op dispatch of the scanned layers is slow on CPU."""
 
   def __init__(self, model):
-    self.apply = jax.jit(model.apply, static_argnames=("method", "return_hidden"))
+    self.apply = jax.jit(model.apply, static_argnames=("method",))
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_cached_chunks_equal_full_forward(arch):
   cfg, model, params, ids = _setup(arch)
-  full, none_cache = model.apply(params, ids)
-  assert none_cache is None
+  full = model.apply(params, ids)  # No cache given: logits only.
   cache = init_cache(cfg, 3, 20)
   outs = []
   for lo, hi in [(0, 5), (5, 6), (6, 12)]:  # prefill, one token, a chunk
@@ -54,8 +55,8 @@ def test_cached_chunks_equal_full_forward(arch):
 def test_causal(arch):
   """Changing a later token never changes earlier logits."""
   _, model, params, ids = _setup(arch)
-  a, _ = model.apply(params, ids)
-  b, _ = model.apply(params, ids.at[:, 7].set((ids[:, 7] + 1) % 64))
+  a = model.apply(params, ids)
+  b = model.apply(params, ids.at[:, 7].set((ids[:, 7] + 1) % 64))
   np.testing.assert_allclose(a[:, :7], b[:, :7], atol=1e-6)
   assert np.abs(a[:, 7:] - b[:, 7:]).max() > 1e-3
 
@@ -71,29 +72,39 @@ def test_padded_prefix_cache_then_options(arch):
   assert cache.next_pos.tolist() == [7]
   options = ids[:, 7:12]  # three options of 5 tokens
   opt_logits, _ = model.apply(params, options, cache=expand_cache(cache, 3))
-  full, _ = model.apply(params, jnp.concatenate([jnp.repeat(prefix, 3, 0), options], 1))
+  full = model.apply(params, jnp.concatenate([jnp.repeat(prefix, 3, 0), options], 1))
   np.testing.assert_allclose(opt_logits, full[:, 7:], atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_option_scoring_cached_equals_full(arch):
   cfg, _, params, ids = _setup(arch)
+  scorer = scoring.Scorer(scoring.CausalLMAdapter(CausalLM(cfg)), params, batch_rows=2)
   prefix = [int(t) for t in ids[0, :6]]
   options = [[5, 9, 11], [7], [3, 3, 3, 3]]
-  p_ids, p_mask = scoring.pad_prefix(prefix, 9)
-  o_ids, o_mask = scoring.pad_options(options, 5)
-  s_cached, n_cached = scoring.score_options_cached(params, p_ids, p_mask, o_ids, o_mask,
-                                                    config=cfg)
-  f_ids, f_mask, f_tgt = scoring.full_rows(prefix, options, 12)
-  s_full, n_full = scoring.score_sequences(params, f_ids, f_mask, f_tgt, config=cfg)
-  np.testing.assert_allclose(s_cached, s_full, atol=1e-4)
-  np.testing.assert_array_equal(n_cached, [3, 1, 4])
-  np.testing.assert_array_equal(n_full, [3, 1, 4])
+  full = scorer.score_full([(prefix, o) for o in options], reduce="sum")
+  cached = scorer.score_options(prefix, options, reduce="sum")
+  np.testing.assert_allclose(cached, full, atol=1e-4)
+  np.testing.assert_allclose(scorer.score_options(prefix, options),
+                             full / np.array([3, 1, 4]), rtol=1e-5)
   # Hand check of one option from the full forward's log-probs.
-  logits, _ = jax.jit(CausalLM(cfg).apply)(params, jnp.asarray([prefix + options[0]]))
+  logits = jax.jit(CausalLM(cfg).apply)(params, jnp.asarray([prefix + options[0]]))
   logp = jax.nn.log_softmax(logits[0], -1)
-  manual = sum(float(logp[5 + j, options[0][j]]) for j in range(3))
-  np.testing.assert_allclose(float(s_full[0]), manual, atol=1e-4)
+  manual = -sum(float(logp[5 + j, options[0][j]]) for j in range(3))
+  np.testing.assert_allclose(float(full[0]), manual, atol=1e-4)
+
+
+def test_left_padded_prefix_cache_then_query_equals_full():
+  """A right-padded prefix bucket, then a query and its options: padding is skipped."""
+  cfg, _, params, ids = _setup("gpt2")
+  scorer = scoring.Scorer(scoring.CausalLMAdapter(CausalLM(cfg)), params, length_quantum=8)
+  demos, query, options = [5, 6, 7, 8, 9, 10], [11, 12], [[13, 14], [15], [16, 17]]
+  rows = [(query, o) for o in options]
+  p = scorer.prefill(demos, rows_len=scorer.rows_len(rows))
+  assert p.cache_len > len(demos) + 4  # The prefix slot holds padding.
+  got = scorer.score_with_prefix(p, rows)
+  want = scorer.score_full([(demos + query, o) for o in options])
+  np.testing.assert_allclose(got, want, atol=1e-4)
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
@@ -101,23 +112,29 @@ def test_inputs_embeds_equals_input_ids(arch):
   _, model, params, ids = _setup(arch)
   emb = model.apply(params, ids, method=CausalLM.embed)
   assert emb.shape == (3, 12, 32)
-  a, _ = model.apply(params, ids)
-  b, _ = model.apply(params, inputs_embeds=emb)
+  a = model.apply(params, ids)
+  b = model.apply(params, inputs_embeds=emb)
   np.testing.assert_allclose(a, b, atol=1e-6)
   # Gradients reach prepended soft vectors (prompt tuning / MEND's S_D).
   prefix = jnp.zeros((3, 4, 32))
-  loss = lambda p: model.apply(params, inputs_embeds=jnp.concatenate([p, emb], 1))[0].sum()
+  loss = lambda p: model.apply(params, inputs_embeds=jnp.concatenate([p, emb], 1)).sum()
   assert float(jnp.abs(jax.grad(loss)(prefix)).sum()) > 0
   with pytest.raises(ValueError, match="exactly one"):
     model.apply(params, ids, inputs_embeds=emb)
 
 
-def test_return_hidden():
-  _, model, params, ids = _setup("llama")
-  logits, cache, hidden = model.apply(params, ids, return_hidden=True)
-  assert hidden.shape == (3, 12, 32) and cache is None
+def test_hidden_and_head():
+  cfg, model, params, ids = _setup("llama")
+  logits = model.apply(params, ids)
+  hidden = model.apply(params, ids, method=CausalLM.hidden)
+  assert hidden.shape == (3, 12, 32)
   head = params["params"]["embed"].T
   np.testing.assert_allclose(hidden @ head, logits, atol=1e-4)
+  np.testing.assert_allclose(model.apply(params, hidden, method=CausalLM.head), logits, atol=1e-5)
+  # With a cache: (hidden, new cache), as __call__ gives (logits, new cache).
+  h, cache = model.apply(params, ids, cache=init_cache(cfg, 3, 12), method=CausalLM.hidden)
+  np.testing.assert_allclose(h, hidden, atol=1e-5)
+  assert int(cache.end) == 12
 
 
 def test_rope_shapes_and_relative_positions():
@@ -174,20 +191,45 @@ def test_config_validation():
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_greedy_matches_argmax_of_full_forward(arch):
   cfg, model, params, ids = _setup(arch)
+  lm = llm_api.LM(cfg, params)  # No tokenizer: token ids in, token ids out.
   prompt = np.asarray(ids[0, :5])
-  out = generate.greedy(cfg, params, prompt, max_new_tokens=6)
+  out = llm_api.generate(lm, prompt, max_new_tokens=6)
   seq = list(prompt)
   for _ in range(6):
-    logits, _ = model.apply(params, jnp.asarray([seq + [0] * (11 - len(seq))]))
-    logits = logits[:, len(seq) - 1:len(seq)]
-    seq.append(int(jnp.argmax(logits[0, -1])))
+    logits = model.apply(params, jnp.asarray([seq + [0] * (11 - len(seq))]))
+    seq.append(int(jnp.argmax(logits[0, len(seq) - 1])))
   assert out.tolist() == seq[5:]
-  # EOS stops a row: everything after the first EOS is EOS.
-  eos = int(out[2])
-  out_eos = generate.greedy(cfg, params, prompt, max_new_tokens=6, eos_id=eos)
-  first = out_eos.tolist().index(eos)
-  assert first <= 2 and all(t == eos for t in out_eos[first:])
-  assert generate.trim_at_eos(out_eos, eos) == out_eos.tolist()[:first]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_generation_stops_at_eos_by_default(arch):
+  cfg, _, params, ids = _setup(arch)
+  prompt = np.asarray(ids[0, :5])
+  free = llm_api.generate(llm_api.LM(cfg, params), prompt, max_new_tokens=6)
+  eos = int(free[2])
+  first = free.tolist().index(eos)
+  tok = type("Tok", (), {"eos_id": eos})()
+  lm = llm_api.LM(cfg, params, tok)
+  assert llm_api.generate(lm, prompt, max_new_tokens=6).tolist() == free.tolist()[:first]
+  assert llm_api.generate(lm, prompt, max_new_tokens=6, eos=False).tolist() == free.tolist()
+  # A batch: rows that ended hold EOS; decoding stops when every row has ended.
+  out = llm_api.generate(lm, np.stack([prompt, prompt]), max_new_tokens=6)
+  assert out.shape == (2, first + 1) and (out[:, -1] == eos).all()
+
+
+def test_sampling_needs_a_key_and_is_a_function_of_it():
+  cfg, _, params, ids = _setup("llama")
+  lm = llm_api.LM(cfg, params)
+  prompt = np.asarray(ids[0, :5])
+  with pytest.raises(ValueError, match="key"):
+    llm_api.generate(lm, prompt, temperature=1.0)
+  a = llm_api.generate(lm, prompt, 8, temperature=1.0, key=jax.random.key(1))
+  b = llm_api.generate(lm, prompt, 8, temperature=1.0, key=jax.random.key(1))
+  c = llm_api.generate(lm, prompt, 8, temperature=1.0, key=jax.random.key(2))
+  assert a.tolist() == b.tolist() and a.tolist() != c.tolist()
+  # A tiny temperature is greedy.
+  cold = llm_api.generate(lm, prompt, 8, temperature=1e-4, key=jax.random.key(3))
+  assert cold.tolist() == llm_api.generate(lm, prompt, 8).tolist()
 
 
 def test_token_logprobs():
@@ -198,7 +240,7 @@ def test_token_logprobs():
 
 def test_bfloat16_activations_close_to_float32():
   cfg, _, params, ids = _setup("llama")
-  want, _ = jax.jit(CausalLM(cfg).apply)(params, ids)
+  want = jax.jit(CausalLM(cfg).apply)(params, ids)
   got, cache = jax.jit(CausalLM(cfg.replace(dtype=jnp.bfloat16)).apply)(
       params, ids, cache=init_cache(cfg.replace(dtype=jnp.bfloat16), 3, 12))
   assert got.dtype == jnp.float32 and cache.k.dtype == jnp.bfloat16
@@ -209,7 +251,7 @@ def test_remat_same_gradients():
   cfg, _, params, ids = _setup("gpt2")
 
   def loss(p, c):
-    logits, _ = CausalLM(c).apply(p, ids[:, :-1])
+    logits = CausalLM(c).apply(p, ids[:, :-1])
     return -llm.token_logprobs(logits, ids[:, 1:]).mean()
 
   g = jax.jit(jax.grad(loss), static_argnums=1)
@@ -222,14 +264,15 @@ def test_remat_same_gradients():
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_greedy_left_padded_batch_equals_single_rows(arch):
   cfg, _, params, ids = _setup(arch)
+  lm = llm_api.LM(cfg, params)
   short, long = np.asarray(ids[0, :3]), np.asarray(ids[1, :7])
   batch = np.zeros((2, 7), np.int32)
   mask = np.zeros((2, 7), np.int32)
   batch[0, 4:], mask[0, 4:] = short, 1
   batch[1], mask[1] = long, 1
-  out = generate.greedy(cfg, params, batch, max_new_tokens=4, attention_mask=mask)
-  assert out[0].tolist() == generate.greedy(cfg, params, short, max_new_tokens=4).tolist()
-  assert out[1].tolist() == generate.greedy(cfg, params, long, max_new_tokens=4).tolist()
+  out = llm_api.generate(lm, batch, max_new_tokens=4, attention_mask=mask)
+  assert out[0].tolist() == llm_api.generate(lm, short, max_new_tokens=4).tolist()
+  assert out[1].tolist() == llm_api.generate(lm, long, max_new_tokens=4).tolist()
 
 
 def test_soft_prefix_in_cache_then_tokens():
@@ -237,7 +280,7 @@ def test_soft_prefix_in_cache_then_tokens():
   cfg, model, params, ids = _setup("llama")
   soft = jax.random.normal(jax.random.key(7), (3, 4, 32))
   emb = model.apply(params, ids, method=CausalLM.embed)
-  full, _ = model.apply(params, inputs_embeds=jnp.concatenate([soft, emb], 1))
+  full = model.apply(params, inputs_embeds=jnp.concatenate([soft, emb], 1))
   _, cache = model.apply(params, inputs_embeds=soft, cache=init_cache(cfg, 3, 16))
   rest, _ = model.apply(params, ids, cache=cache)
   np.testing.assert_allclose(rest, full[:, 4:], atol=1e-5)

@@ -29,7 +29,7 @@ def _load(name):
 def test_logits_match_hf(name):
   cfg, params, ref = _load(name)
   assert cfg.arch == name
-  logits, _ = CausalLM(cfg).apply(params, jnp.asarray(ref["input_ids"]))
+  logits = CausalLM(cfg).apply(params, jnp.asarray(ref["input_ids"]))
   assert logits.shape == ref["logits"].shape
   np.testing.assert_allclose(np.asarray(logits), ref["logits"], atol=1e-4, rtol=0)
 
@@ -39,13 +39,13 @@ def test_left_padded_logits_match_hf(name):
   """Padding masked out and positions skipping it give HF's padded logits."""
   cfg, params, ref = _load(name)
   mask = ref["padded_mask"]
-  logits, _ = CausalLM(cfg).apply(params, jnp.asarray(ref["padded_ids"]),
+  logits = CausalLM(cfg).apply(params, jnp.asarray(ref["padded_ids"]),
                                   attention_mask=jnp.asarray(mask))  # default positions
   real = mask.astype(bool)
   np.testing.assert_allclose(np.asarray(logits)[real], ref["padded_logits"][real], atol=1e-4,
                              rtol=0)
   # The padded row's real tokens see only themselves: equal to the unpadded suffix.
-  short, _ = CausalLM(cfg).apply(params, jnp.asarray(ref["padded_ids"][:1, 3:]))
+  short = CausalLM(cfg).apply(params, jnp.asarray(ref["padded_ids"][:1, 3:]))
   np.testing.assert_allclose(np.asarray(logits)[0, 3:], np.asarray(short)[0], atol=1e-5)
 
 
@@ -59,7 +59,7 @@ def test_gguf_llama_matches_safetensors(tiny_llama_gguf):
   assert flat_st.keys() == flat_g.keys()
   for k in flat_st:
     np.testing.assert_array_equal(np.asarray(flat_g[k]), np.asarray(flat_st[k]), err_msg=str(k))
-  logits, _ = CausalLM(cfg_g).apply(p_g, jnp.asarray(ref["input_ids"]))
+  logits = CausalLM(cfg_g).apply(p_g, jnp.asarray(ref["input_ids"]))
   np.testing.assert_allclose(np.asarray(logits), ref["logits"], atol=1e-4, rtol=0)
 
 
@@ -77,7 +77,7 @@ def test_gguf_quantised_close(tiny_llama_gguf, qtype, w_tol, logit_tol):
     err = np.abs(np.asarray(p_q["params"]["layers"]["attn"][name])
                  - np.asarray(p_st["params"]["layers"]["attn"][name])).max()
     assert 0 < err < w_tol, (name, err)
-  logits, _ = CausalLM(cfg).apply(p_q, jnp.asarray(ref["input_ids"]))
+  logits = CausalLM(cfg).apply(p_q, jnp.asarray(ref["input_ids"]))
   assert np.abs(np.asarray(logits) - ref["logits"]).max() < logit_tol
 
 
@@ -90,5 +90,5 @@ def test_gguf_gpt2_matches_safetensors():
   assert abs(cfg.norm_eps - cfg_st.norm_eps) < 1e-10
   for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(p_st)):
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
-  logits, _ = CausalLM(cfg).apply(params, jnp.asarray(ref["input_ids"]))
+  logits = CausalLM(cfg).apply(params, jnp.asarray(ref["input_ids"]))
   np.testing.assert_allclose(np.asarray(logits), ref["logits"], atol=1e-4, rtol=0)

@@ -23,8 +23,8 @@ def test_tensor_parallel_forward_matches_single_device(arch):
   sharded = jax.device_put(params, shardings)
   wq = sharded["params"]["layers"]["attn"]["wq"]
   assert tuple(wq.sharding.spec) == (None, "data", "model", None)  # layers embed heads kv
-  want, _ = jax.jit(model.apply)(params, ids)
-  got, _ = jax.jit(model.apply)(sharded, ids)
+  want = jax.jit(model.apply)(params, ids)
+  got = jax.jit(model.apply)(sharded, ids)
   np.testing.assert_allclose(got, want, atol=1e-5)
 
 
@@ -36,7 +36,7 @@ def test_cost_analysis_config_counts_every_layer():
                    num_kv_heads=2, head_dim=8, mlp_dim=64).for_cost_analysis()
     ids = jnp.zeros((1, 16), jnp.int32)
     params = nn.unbox(jax.eval_shape(CausalLM(cfg).init, jax.random.key(0), ids))
-    fn = jax.jit(lambda p, x, c=cfg: CausalLM(c).apply(p, x)[0])
+    fn = jax.jit(lambda p, x, c=cfg: CausalLM(c).apply(p, x))
     cost = fn.lower(params, ids).compile().cost_analysis()
     flops[layers] = float((cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"])
   per_layer = (flops[3] - flops[1]) / 2

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from research.icl import experiment as icl_experiment
+from research.llm import tokenizer
 from research.mend import data as mend_data
 
 
@@ -26,7 +26,7 @@ def test_pack_on_device_matches_host_and_drops_from_the_left():
 
 
 def test_episode_demos_from_the_query_task_never_the_query():
-  tok = icl_experiment.ByteTokenizer()
+  tok = tokenizer.ByteTokenizer()
   rows = {"a": [{"input": f"a{i}", "output": "x"} for i in range(7)],
           "b": [{"input": f"b{i}", "output": "yy"} for i in range(3)]}
   pool = mend_data.encode_task_pool(tok, rows, 12)
@@ -47,7 +47,7 @@ def test_episode_demos_from_the_query_task_never_the_query():
 
 
 def test_documents_split_80_20():
-  tok = icl_experiment.ByteTokenizer()
+  tok = tokenizer.ByteTokenizer()
   out = mend_data.encode_documents(tok, ["a" * 50, "b" * 25, "c" * 5], window=40, min_tokens=10)
   assert out["demo_ids"].shape == (3, 32)  # 40, 10 (from the first) and 25 tokens.
   np.testing.assert_array_equal(out["demo_mask"].sum(1), [32, 8, 20])

@@ -1,5 +1,5 @@
 """Both stages and the evaluation, end to end in tiny form (every config of
-experiments/mend), through `research.experiment.run` like `launch.main`."""
+experiments/mend), through `research.train.run` like `launch.main`."""
 import json
 import os
 
@@ -11,8 +11,11 @@ import pytest
 from experiments.mend import evaluate as eval_cfg
 from experiments.mend import finetune as ft_cfg
 from experiments.mend import pretrain as pt_cfg
+from research import errors
 from research import experiment
+from research import runs
 from research import sharding
+from research import train
 from research.mend import experiment as mend_experiment
 
 
@@ -32,44 +35,52 @@ def _with(config, **kw):
 def test_pretrain_finetune_evaluate_tiny(tmp_path):
   suite = str(tmp_path)
   pt = str(tmp_path / "pt")
-  final = experiment.run(pt_cfg.get_config("tiny"), pt)
+  final = train.run(pt_cfg.get_config("tiny"), pt)
   assert np.isfinite(final["val_kl"]) and final["val_kl"] >= 0
 
   # Stage 2 from stage 1: the initial params are the restored stage-1 params.
   ft = str(tmp_path / "ft")
   cfg = _with(ft_cfg.get_config("tiny"), init_from=pt, **{"data.suite_dir": suite})
   mesh = sharding.make_mesh(cfg.mesh)
-  exp = mend_experiment.build(cfg, mesh)
+  exp = train.build_experiment(cfg, mesh)
   restored = mend_experiment.restore_params(pt)
   init = jax.tree.map(np.asarray, nn.unbox(exp.init_params(jax.random.key(9))))
   jax.tree.map(np.testing.assert_array_equal, init, restored)
   # The trainable params are the distiller's only (the LLM never reaches the optimizer).
   assert set(init) <= {"lm", "placeholders", "proj", "out_gain"}
   assert init["lm"]["embed"].shape[1] == cfg.distiller.d_model
-  final = experiment.run(cfg, ft)
+  final = train.run(cfg, ft)
   assert np.isfinite(final["val_ce"]) and np.isfinite(final["val_zero_shot_ce"])
+  # A finished run is an object: its distiller and parameters come back.
+  run = runs.load(ft)
+  assert run.step == cfg.train.num_steps and run.experiment.objects["distiller"].num_vectors == 4
 
   # Stage 1 continued from an earlier stage-1 run starts from its distiller.
-  cont = mend_experiment.build(_with(pt_cfg.get_config("tiny"), init_from=pt), mesh)
+  cont = train.build_experiment(_with(pt_cfg.get_config("tiny"), init_from=pt), mesh)
   init = jax.tree.map(np.asarray, nn.unbox(cont.init_params(jax.random.key(9))))
   jax.tree.map(np.testing.assert_array_equal, init, restored)
 
   # The HyperTuning-style ablation (CE only) and MEND without stage 1.
   ht = str(tmp_path / "ht")
-  experiment.run(_with(ft_cfg.get_config("tiny,kl=0"), **{"data.suite_dir": suite}), ht)
+  train.run(_with(ft_cfg.get_config("tiny,kl=0"), **{"data.suite_dir": suite}), ht)
 
   ev = str(tmp_path / "eval")
-  cfg = _with(eval_cfg.get_config("tiny"), **{"data.suite_dir": suite,
-                                              "mend.runs": f"mend={ft},hypertuning={ht}"})
-  res = experiment.run(cfg, ev)
+  methods = ("zero_shot", "icl", "prompt_tuning", f"mend={ft}", f"hypertuning={ht}")
+  cfg = _with(eval_cfg.get_config("tiny"), methods=methods, **{"data.suite_dir": suite})
+  res = train.run(cfg, ev)
   for m in ("zero_shot", "icl", "prompt_tuning", "mend", "hypertuning"):
     assert 0.0 <= res["methods"][m]["mean"] <= 1.0
+  assert res["methods"]["mend"]["n"] == 2 and res["methods"]["mend"]["method"] == "mend_finetune"
+  assert res["mend_methods"] == ["mend", "hypertuning"]
+  assert res["trained_on"] == {m: "class_to_class" for m in ("prompt_tuning", "mend",
+                                                              "hypertuning")}
   e = res["methods"]["mend"]["efficiency"]
   assert e["total_flops_per_query"] > e["total_flops_reuse"] > e["llm_flops_reuse"] > 0
   assert e["compression"] > 1.0
   assert res["icl_per_query"]["flops"] > res["methods"]["icl"]["efficiency"]["flops_per_query"]
   with open(os.path.join(ev, "mend_results.md")) as f:
-    assert "S_D reused per task" in f.read()
+    text = f.read()
+    assert "S_D reused per task" in text and "n (demonstration seeds)" in text
   with open(os.path.join(ev, "mend_results.json")) as f:
     assert json.load(f)["methods"]["mend"]["workdir"] == ft
 
@@ -80,10 +91,16 @@ def test_configs_build(tmp_path):
                     (ft_cfg, ("", "tiny", "kl=0", "partition=qa_to_qa")),
                     (eval_cfg, ("", "tiny"))):
     for a in args:
-      assert mod.get_config(a).task.startswith("mend_")
+      c = mod.get_config(a)
+      assert c.task.startswith("mend_")
+      # Every key the config has is declared by its task's defaults (no extra keys).
+      defaults = experiment.EXPERIMENTS.get(c.task).defaults()
+      assert set(c.to_dict()) == set(defaults.to_dict())
   cfg = _with(ft_cfg.get_config("tiny"), **{"distiller.init": "bogus"})
-  with pytest.raises(Exception, match="distiller.init"):
+  with pytest.raises(errors.ConfigError, match="distiller.init"):
     mend_experiment.validate(cfg)
-  cfg = _with(ft_cfg.get_config("tiny"), init_from=str(tmp_path / "missing"))
-  with pytest.raises(FileNotFoundError, match="missing"):
-    mend_experiment.restore_params(cfg.init_from)
+  with pytest.raises(errors.ConfigError, match="missing"):
+    mend_experiment.restore_params(str(tmp_path / "missing"))
+  with pytest.raises(errors.ConfigError, match="LABEL=RUN_DIR"):
+    train.run(_with(eval_cfg.get_config("tiny"), methods=("mend_finetune",)),
+              str(tmp_path / "e"))

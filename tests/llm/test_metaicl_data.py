@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from research.icl import data as icl_data
-from research.icl import suite
+from research.llm.metaicl import data as icl_data
+from research.llm.metaicl import suite
 
 TASKS = ("iris_species", "capital_qa", "nli_numbers")
 
@@ -17,7 +17,7 @@ def root(tmp_path_factory):
   return out
 
 
-def test_icl_validate_rejects_gold_outside_options():
+def test_metaicl_validate_rejects_gold_outside_options():
   row = {"task": "t", "input": "x", "output": "c", "options": ["a", "b"]}
   with pytest.raises(icl_data.MetaICLFormatError, match="not among options"):
     icl_data.validate_example(row)
@@ -25,7 +25,7 @@ def test_icl_validate_rejects_gold_outside_options():
     icl_data.validate_example({"task": "t", "input": "x", "output": "a", "options": ["a"]})
 
 
-def test_icl_jsonl_roundtrip_and_bad_line(tmp_path):
+def test_metaicl_jsonl_roundtrip_and_bad_line(tmp_path):
   rows = [{"task": "t", "input": "héllo", "output": "a", "options": ["a", "b"]}]
   path = str(tmp_path / "t.jsonl")
   icl_data.write_jsonl(path, rows)
@@ -36,21 +36,21 @@ def test_icl_jsonl_roundtrip_and_bad_line(tmp_path):
     icl_data.read_jsonl(path)
 
 
-def test_icl_missing_directory_names_the_prepare_command(tmp_path):
-  with pytest.raises(FileNotFoundError, match="research.icl.suite --out"):
+def test_metaicl_missing_directory_names_the_prepare_command(tmp_path):
+  with pytest.raises(FileNotFoundError, match="research.llm.metaicl.suite --out"):
     icl_data.load_task(str(tmp_path / "nope"), "iris_species", "test")
-  with pytest.raises(FileNotFoundError, match="research.icl.suite --out"):
+  with pytest.raises(FileNotFoundError, match="research.llm.metaicl.suite --out"):
     icl_data.list_tasks(str(tmp_path / "nope"))
 
 
-def test_icl_missing_file_and_partition(root):
-  with pytest.raises(FileNotFoundError, match="iris_species_16_13_dev|research.icl.suite"):
+def test_metaicl_missing_file_and_partition(root):
+  with pytest.raises(FileNotFoundError, match="iris_species_16_13_dev|research.llm.metaicl.suite"):
     icl_data.load_task(root, "no_such_task", "test")
   with pytest.raises(FileNotFoundError, match="have:"):
     icl_data.load_partition(root, "no_such_partition")
 
 
-def test_icl_metaicl_file_names(root):
+def test_metaicl_metaicl_file_names(root):
   # MetaICL's utils/data.py: data/{task}/{task}_{k}_{seed}_{split}.jsonl, test from seed 100.
   for seed in icl_data.SEEDS:
     assert os.path.exists(os.path.join(root, "data", "iris_species",
@@ -63,7 +63,7 @@ def test_icl_metaicl_file_names(root):
       icl_data.load_task(root, "iris_species", "test")
 
 
-def test_icl_partition_overlap_rejected(tmp_path):
+def test_metaicl_partition_overlap_rejected(tmp_path):
   with pytest.raises(icl_data.MetaICLFormatError, match="share"):
     icl_data.Partition("p", ("a", "b"), ("b",))
   os.makedirs(tmp_path / "config")
@@ -73,7 +73,7 @@ def test_icl_partition_overlap_rejected(tmp_path):
     icl_data.load_partition(str(tmp_path), "p")
 
 
-def test_icl_load_directory(root):
+def test_metaicl_load_directory(root):
   d = icl_data.load_directory(root)
   assert sorted(d) == sorted(TASKS)
   assert d["iris_species"]["config"].is_classification
@@ -82,7 +82,7 @@ def test_icl_load_directory(root):
   assert all(len(v) == 16 for v in d["nli_numbers"]["train"].values())
 
 
-def test_icl_task_config_inferred_without_config_file(root, tmp_path):
+def test_metaicl_task_config_inferred_without_config_file(root, tmp_path):
   import shutil
   other = str(tmp_path / "copy")
   shutil.copytree(root, other)
@@ -93,9 +93,9 @@ def test_icl_task_config_inferred_without_config_file(root, tmp_path):
   assert icl_data.load_task_config(other, "capital_qa").task_type == "multi-choice"
 
 
-def test_icl_tfds_builder_array_record(root, tmp_path):
+def test_metaicl_tfds_builder_array_record(root, tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
-  from research.icl import tfds_metaicl
+  from research.llm.metaicl import tfds_builder
   out = str(tmp_path / "tfds")
   builder = tfds.builder("meta_icl/k16_seed42", data_dir=out)
   builder.download_and_prepare(
@@ -104,18 +104,18 @@ def test_icl_tfds_builder_array_record(root, tmp_path):
   test = tfds.data_source("meta_icl/k16_seed42", data_dir=out, split="test")
   train = tfds.data_source("meta_icl/k16_seed42", data_dir=out, split="train")
   assert len(train) == 16 * len(TASKS)
-  rows = sorted((tfds_metaicl.decode(test[i]) for i in range(len(test))),
+  rows = sorted((tfds_builder.decode(test[i]) for i in range(len(test))),
                 key=lambda r: (r["task"], r["input"]))
   want = sorted((r for t in TASKS for r in icl_data.load_task(root, t, "test")),
                 key=lambda r: (r["task"], r["input"]))
   assert rows == want
 
 
-def test_icl_tfds_builder_missing_dir_message(tmp_path):
+def test_metaicl_tfds_builder_missing_dir_message(tmp_path):
   tfds = pytest.importorskip("tensorflow_datasets")
-  from research.icl import tfds_metaicl  # noqa: F401
+  from research.llm.metaicl import tfds_builder  # noqa: F401
   builder = tfds.builder("meta_icl/k16_seed13", data_dir=str(tmp_path / "o"))
-  with pytest.raises(Exception, match="research.icl.suite"):
+  with pytest.raises(Exception, match="research.llm.metaicl.suite"):
     builder.download_and_prepare(
         file_format="array_record",
         download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "missing")))

@@ -29,7 +29,7 @@ SPLITS = ("train", "dev", "test")
 TASK_TYPES = ("classification", "multi-choice")
 
 PREPARE_HINT = (
-    "Generate the offline suite with `python -m research.icl.suite --out DIR`, or point "
+    "Generate the offline suite with `python -m research.llm.metaicl.suite --out DIR`, or point "
     "to a MetaICL directory built by MetaICL's `_build_gym.sh` + `preprocess/*.py` "
     "(it holds config/ and data/).")
 
@@ -130,7 +130,7 @@ def _check_root(root: str) -> None:
   # per process. (Directories prepared by MetaICL's own scripts have none.)
   real = os.path.realpath(root)
   if real not in _VERIFIED and os.path.exists(os.path.join(root, manifest.NAME)):
-    manifest.verify(root, f"python -m research.icl.suite --out {root}")
+    manifest.verify(root, f"python -m research.llm.metaicl.suite --out {root}")
     _VERIFIED.add(real)
 
 
@@ -223,3 +223,17 @@ def load_directory(root: str, *, k: int = 16, seeds: Sequence[int] = SEEDS,
         entry[split] = load_task(root, task, split, k=k)
     out[task] = entry
   return out
+
+
+def write_meta_train(root: str, partition: str, rows_by_task: dict[str, Sequence[Example]]
+                     ) -> str:
+  """A MetaICL directory holding only meta-train rows, `config/{partition}.json` listing
+  them (for a run that trains on rows that came as Python objects); with a checksum
+  manifest, as the offline suite. Returns `root`."""
+  for task, rows in rows_by_task.items():
+    write_jsonl(task_file(root, task, META_TRAIN_K, EVAL_SEED, "train"), rows)
+  os.makedirs(os.path.join(root, "config"), exist_ok=True)
+  with open(os.path.join(root, "config", f"{partition}.json"), "w") as f:
+    json.dump({"train": sorted(rows_by_task), "test": []}, f, indent=1)
+  manifest.write(root)
+  return root

@@ -5,7 +5,7 @@ builder only re-packs a directory the user already has (or the offline suite of
 `suite.py`): pass it as the manual dir.
 
   import tensorflow_datasets as tfds
-  from research.icl import tfds_metaicl  # registers "meta_icl"
+  from research.llm.metaicl import tfds_builder  # registers "meta_icl"
   builder = tfds.builder("meta_icl/k16_seed13", data_dir=OUT)
   builder.download_and_prepare(file_format="array_record",
       download_config=tfds.download.DownloadConfig(manual_dir=METAICL_ROOT))
@@ -23,7 +23,7 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
-from research.icl import data as icl_data
+from research.llm.metaicl import data as icl_data
 
 
 def _config(k: int, seed: int, name: str | None = None) -> tfds.core.BuilderConfig:

@@ -5,7 +5,7 @@ Sources: scikit-learn's bundled tables (iris, wine, breast cancer, diabetes),
 own integers and alphabet, and small word lists written in this file. Nothing is
 downloaded. `README.md` in this folder documents how each task is built.
 
-  python -m research.icl.suite --out /tmp/icl_suite [--seed 0 --n_test 64]
+  python -m research.llm.metaicl.suite --out /tmp/icl_suite [--seed 0 --n_test 64]
 
 writes ROOT/config/{partition}.json, ROOT/config/tasks/{task}.json and
 ROOT/data/{task}/{task}_{k}_{seed}_{split}.jsonl exactly as `data.py` reads them.
@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from research.data import manifest
-from research.icl import data as icl_data
+from research.llm.metaicl import data as icl_data
 
 Row = tuple[str, str, list[str]]  # (input, output, options)
 
@@ -529,8 +529,19 @@ def write_suite(out: str, *, seed: int = 0, n_test: int = 64, n_dev: int = 8,
     if test:
       with open(os.path.join(out, "config", f"{p.name}.json"), "w") as fh:
         json.dump({"train": train, "test": test}, fh, indent=1)
-  manifest.write(out)  # Verified on every load (research.icl.data).
+  manifest.write(out)  # Verified on every load (research.llm.metaicl.data).
   return sizes
+
+
+def prepare(directory: str, *, seed: int = 0, n_test: int = 64, max_train: int = 512,
+            k: int = 16) -> str:
+  """The suite for these settings under `directory` (written once; a partly written
+  one, without its checksum manifest, is written again)."""
+  root = os.path.join(directory, f"suite_s{seed}_t{n_test}_m{max_train}"
+                      + (f"_k{k}" if k != 16 else ""))
+  if not os.path.exists(os.path.join(root, manifest.NAME)):
+    write_suite(root, seed=seed, n_test=n_test, max_train=max_train, k=k)
+  return root
 
 
 def main(argv=None):

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from research.icl import data as icl_data
-from research.icl import suite
+from research.llm.metaicl import data as icl_data
+from research.llm.metaicl import suite
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def root(tmp_path_factory):
   return out
 
 
-def test_icl_suite_every_file_is_valid_metaicl(root):
+def test_metaicl_suite_every_file_is_valid_metaicl(root):
   tasks = icl_data.list_tasks(root)
   assert sorted(tasks) == sorted(t.name for t in suite.TASKS)
   types = {t.task_type for t in suite.TASKS}
@@ -34,7 +34,7 @@ def test_icl_suite_every_file_is_valid_metaicl(root):
       assert all(d in train for d in demos)
 
 
-def test_icl_suite_partitions_disjoint_and_complete(root):
+def test_metaicl_suite_partitions_disjoint_and_complete(root):
   names = icl_data.list_partitions(root)
   assert {"class_to_class", "non_class_to_class", "qa_to_qa", "non_qa_to_qa",
           "non_nli_to_nli", "non_paraphrase_to_paraphrase"} <= set(names)
@@ -51,7 +51,7 @@ def test_icl_suite_partitions_disjoint_and_complete(root):
   assert not set(n2c.train) & cls
 
 
-def test_icl_suite_deterministic_per_seed(root, tmp_path):
+def test_metaicl_suite_deterministic_per_seed(root, tmp_path):
   again = str(tmp_path / "again")
   other = str(tmp_path / "other")
   tasks = ("wine_cultivar", "arithmetic_qa")
@@ -66,6 +66,6 @@ def test_icl_suite_deterministic_per_seed(root, tmp_path):
   assert a != b  # Another suite seed gives other rows.
 
 
-def test_icl_suite_cli(tmp_path, capsys):
+def test_metaicl_suite_cli(tmp_path, capsys):
   suite.main(["--out", str(tmp_path / "s"), "--n_test", "16", "--max_train", "32"])
   assert "wrote 26 tasks" in capsys.readouterr().out
