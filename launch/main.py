@@ -51,27 +51,99 @@ def main(argv):
   config, workdir = _CONFIG.value, _WORKDIR.value
   if not workdir:
     raise app.UsageError("--workdir is required")
-  from research import errors, train
+  from research import checkpoint, errors, train, workdir as workdir_lib
   try:
     train.run(config, workdir)
   except errors.BAD_INPUT as e:
     # Bad input: one clear line, nothing saved is touched.
-    print(f"error: {e}", file=sys.stderr, flush=True)
-    return 2
+    return _fail(e, 2)
+  except train.NonFiniteError as e:
+    return _fail(e, EXIT_DIVERGED)
+  except workdir_lib.WriteError as e:
+    return _fail(e, EXIT_IO)
+  del checkpoint
   return 0
 
 
+EXIT_DIVERGED = 3   # The run halted on non-finite updates (its last good state is saved).
+EXIT_IO = 74        # A write failed (disk full, permissions): EX_IOERR.
+
+
+def _fail(e: BaseException, code: int) -> int:
+  text = " ".join(str(e).split("\n"))
+  print(f"error: {text}", file=sys.stderr, flush=True)
+  return code
+
+
+def _config_spec(argv) -> str | None:
+  for i, a in enumerate(argv):
+    if a.startswith("--config="):
+      return a.split("=", 1)[1]
+    if a == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _check_config_file(spec: str) -> None:
+  """A config file that is missing or does not parse: one line, exit 2."""
+  path = spec.split(":", 1)[0]
+  if not os.path.isfile(path):
+    _exit(f"config file {path} does not exist; pass --config=experiments/<paper>/<name>.py")
+  try:
+    with open(path) as f:
+      compile(f.read(), path, "exec")
+  except SyntaxError as e:
+    _exit(f"config file {path} has a syntax error at line {e.lineno}: {e.msg}")
+
+
+def _unknown_override(spec: str, argv) -> str | None:
+  """The first `--config.a.b=v` naming a key the config does not have, described."""
+  import importlib.util
+  path, _, arg = spec.partition(":")
+  try:
+    module_spec = importlib.util.spec_from_file_location("_config_for_errors", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg or None) if arg else module.get_config()
+  except Exception as e:  # The config's own error (e.g. an unknown :arg): its message.
+    return f"{path}:{arg}: {type(e).__name__}: {e}"
+  for a in argv:
+    if not a.startswith("--config."):
+      continue
+    key = a[len("--config."):].split("=", 1)[0]
+    node, walked = config, "config"
+    for part in key.split("."):
+      children = list(node.keys()) if hasattr(node, "keys") else []
+      if part not in children:
+        near = ", ".join(sorted(children)[:12])
+        return (f"config key {key!r} does not exist: {walked} has no {part!r}"
+                + (f" (it has: {near})" if near else "") + f"; check --config.{key}")
+      node, walked = node[part], f"{walked}.{part}"
+  return None
+
+
+def _exit(msg: str) -> None:
+  print(f"error: {msg}", file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
 def _parse_flags(argv):
-  """absl parsing, with config errors (unknown key, wrong type) as one clear line."""
+  """absl parsing, with config errors (missing file, syntax error, unknown key, wrong
+  type) as one clear line and exit code 2."""
+  spec = _config_spec(argv)
+  if spec:
+    _check_config_file(spec)
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+    unknown = _unknown_override(spec, argv) if spec else None
+    if unknown:
+      _exit(unknown)
     msg = str(e).strip().strip("'").replace("\\'", "'")
     if "Traceback" in msg:  # A config file's own error: keep its last line.
       msg = msg.splitlines()[0] + " " + msg.strip().splitlines()[-1]
     msg = msg.replace("\\n", " ").replace("\n", " ")
-    print(f"error: bad flag or config override: {msg}", file=sys.stderr, flush=True)
-    sys.exit(2)
+    _exit(f"bad flag or config override: {msg}")
 
 
 def run():

@@ -1,34 +1,75 @@
 """Checkpoints with orbax: train state plus a JSON record of the data position.
 
 The state is restored straight onto the current mesh from sharded abstract
-targets, so a run may resume on another device count. A latest checkpoint that
-fails to restore (corrupt, half-written) is reported and the previous one used;
-nothing is deleted by a failed restore.
+targets, so a run may resume on another device count. Before anything is
+restored, the checkpoint's own metadata (shapes and dtypes of every leaf) is
+compared with the target: a checkpoint of another model is refused outright (never
+decided by matching words in an error message). A checkpoint that cannot be read
+(corrupt, half-written) is reported in one line and the previous one is tried;
+nothing is ever deleted by a failed restore. When none can be read the run stops
+unless told to start over, and then the unreadable ones are moved aside, not
+deleted (orbax would otherwise refuse to save below their step numbers).
 """
 from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
 from research.errors import ConfigError
+from research.workdir import WriteError, describe_os_error
+
+DIRNAME = "checkpoints"
+
+
+class CheckpointMismatch(ConfigError):
+  """The workdir's checkpoints belong to a state of other shapes (another experiment)."""
+
+
+class CheckpointsUnreadable(ConfigError):
+  """Checkpoints exist but none can be read."""
+
+
+def directory(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), DIRNAME)
 
 
 def manager(workdir: str, *, max_to_keep: int, async_save: bool = True,
             create: bool = True) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, create=create, enable_async_checkpointing=async_save)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               options=options)
+  return ocp.CheckpointManager(directory(workdir), options=options)
+
+
+def _write_error(e: BaseException, mngr) -> WriteError:
+  cause = e
+  while cause is not None and not isinstance(cause, OSError):
+    cause = cause.__cause__ or cause.__context__
+  what = describe_os_error(cause) if cause is not None else f"{type(e).__name__}: " + \
+      str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+  return WriteError(f"saving a checkpoint in {mngr.directory} failed: {what}; the previous "
+                    f"checkpoints are intact and the rerun resumes from the newest")
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict, *, force=False) -> bool:
   """Saves (asynchronously) `state` and the JSON `meta` at `step`."""
-  return mngr.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+  try:
+    return mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+  except Exception as e:  # An earlier async save may surface here too.
+    raise _write_error(e, mngr) from e
+
+
+def wait(mngr: ocp.CheckpointManager) -> None:
+  """Waits for pending asynchronous saves; a failed one becomes a `WriteError`."""
+  try:
+    mngr.wait_until_finished()
+  except Exception as e:
+    raise _write_error(e, mngr) from e
 
 
 def abstract_like(tree: Any, shardings: Any) -> Any:
@@ -37,29 +78,64 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
                       tree, shardings)
 
 
+def _one_line(e: BaseException) -> str:
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0][:200] if text else ''}"
+
+
+def stored_signature(mngr: ocp.CheckpointManager, step: int) -> dict[str, list] | None:
+  """{path: [shape, dtype]} the checkpoint at `step` says it holds; None if unreadable."""
+  try:
+    tree = mngr.item_metadata(step)["state"]
+    tree = getattr(tree, "tree", tree)
+  except Exception:  # Missing or damaged metadata.
+    return None
+  flat = jax.tree_util.tree_flatten_with_path(
+      tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))[0]
+  return {jax.tree_util.keystr(p): [list(x.shape), str(x.dtype)] for p, x in flat}
+
+
+def check_compatible(stored: dict, expected: dict, where: str) -> None:
+  if stored != expected:
+    diff = sorted(k for k in set(stored) | set(expected) if stored.get(k) != expected.get(k))
+    shown = ", ".join(f"{k}: stored {stored.get(k)} vs {expected.get(k)}" for k in diff[:3])
+    raise CheckpointMismatch(
+        f"{where} holds a state of other shapes ({shown}); resume with the config it was "
+        f"written with, or use a new --workdir (nothing was changed)")
+
+
 def restore_latest(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None = None):
-  """Returns (state, meta) of the newest restorable checkpoint (at most `step`), or
-  (None, None)."""
-  for step in sorted((s for s in mngr.all_steps() if step is None or s <= step), reverse=True):
+  """(state, meta) of the newest readable checkpoint (at most `step`), or (None, None)
+  when the directory holds none. Raises `CheckpointMismatch` for another model's
+  checkpoints and `CheckpointsUnreadable` when there are checkpoints but none can be
+  read."""
+  from research.workdir import state_signature
+  expected = state_signature(abstract_state)
+  steps = sorted((s for s in mngr.all_steps() if step is None or s <= step), reverse=True)
+  unreadable = []
+  for s in steps:
+    stored = stored_signature(mngr, s)
+    if stored is not None:
+      check_compatible(stored, expected, f"checkpoint {s} in {mngr.directory}")
     try:
-      out = mngr.restore(step, args=ocp.args.Composite(
+      out = mngr.restore(s, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
       return out["state"], dict(out["meta"])
-    except Exception as e:  # Corrupt or incompatible: say so, try the previous one.
-      logging.warning("checkpoint at step %d in %s could not be restored (%s: %s); "
-                      "trying an earlier one", step, mngr.directory, type(e).__name__, e)
-      if _shape_mismatch(e):
-        raise CheckpointMismatch(
-            f"checkpoint at step {step} in {mngr.directory} does not match this config's "
-            f"state ({e}); resume with the config it was written with (see config.json in the "
-            f"workdir) or start a new --workdir") from e
+    except Exception as e:  # Corrupt or half-written: say so in one line, try the previous.
+      unreadable.append(s)
+      logging.warning("checkpoint %d in %s could not be read (%s); trying an earlier one",
+                      s, mngr.directory, _one_line(e))
+  if unreadable:
+    raise CheckpointsUnreadable(
+        f"no checkpoint in {mngr.directory} can be read (steps {unreadable}); nothing was "
+        f"changed. To start over, rerun with --config.train.restart_if_unreadable=True (they "
+        f"are moved aside, not deleted)")
   return None, None
 
 
-class CheckpointMismatch(ConfigError):
-  pass
-
-
-def _shape_mismatch(e: Exception) -> bool:
-  msg = str(e).lower()
-  return "shape" in msg and ("mismatch" in msg or "does not match" in msg or "incompatible" in msg)
+def set_aside(workdir: str) -> str:
+  """Moves the unreadable checkpoints out of the way (never deletes them)."""
+  src = directory(workdir)
+  dst = f"{src}.unreadable-{time.strftime('%Y%m%d-%H%M%S')}"
+  os.rename(src, dst)
+  return dst

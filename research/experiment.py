@@ -35,7 +35,8 @@ Tasks register themselves:
     def run(config, workdir) -> dict: ...               # a protocol of its own
 
 A runner is for protocols that are not one training run: evaluations of frozen
-models (ICL, MEND) and streams of several trainer runs (DKVB's models).
+models (ICL, MEND) and streams of several trainer runs (DKVB's models); its
+`validate(config)` (registered with it) runs before anything is written.
 `research.train.run(config, workdir)` dispatches on `config.task`.
 """
 from __future__ import annotations

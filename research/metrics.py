@@ -7,12 +7,15 @@ eval, final, ...) and scalar metrics, so a notebook reads a run with
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from typing import Any, Iterable, Mapping
 
 import jax
 import numpy as np
+
+from research import workdir as workdir_lib
 
 
 def _scalar(v: Any) -> Any:
@@ -39,7 +42,11 @@ class MetricWriter:
     self._file = None
     if self.active:
       os.makedirs(workdir, exist_ok=True)
-      self._file = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+      self.path = os.path.join(workdir, "metrics.jsonl")
+      cut = workdir_lib.repair_jsonl(self.path)  # A row torn by a kill: never glued to.
+      if cut:
+        logging.warning("removed a torn last line (%d bytes) from %s", cut, self.path)
+      self._file = open(self.path, "a", buffering=1)
       if tensorboard:
         from tensorboardX import SummaryWriter  # Imported lazily: slow import.
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -49,7 +56,12 @@ class MetricWriter:
       return
     row = {"step": int(step), "kind": kind}
     row.update({k: _scalar(v) for k, v in metrics.items()})
-    self._file.write(json.dumps(row) + "\n")
+    try:
+      self._file.write(json.dumps(row) + "\n")
+    except OSError as e:
+      raise workdir_lib.WriteError(
+          f"could not append to {self.path}: {workdir_lib.describe_os_error(e, self.path)}; "
+          f"the checkpoints are intact and the rerun resumes (a torn row is repaired)") from e
     if self._tb is not None:
       for k, v in row.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
@@ -57,7 +69,10 @@ class MetricWriter:
 
   def close(self) -> None:
     if self._file is not None:
-      self._file.close()
+      try:
+        self._file.close()
+      except OSError:  # A full disk: already reported by the write that failed.
+        pass
       self._file = None
     if self._tb is not None:
       self._tb.close()

@@ -51,9 +51,19 @@ class NonFiniteError(RuntimeError):
 def run(config, workdir: str) -> dict[str, Any]:
   """Runs any registered task: its runner if it has one, else the trainer."""
   entry = experiment_lib.EXPERIMENTS.get(config.task)
-  if entry.meta.get("runner"):
+  if not entry.meta.get("runner"):
+    return train_and_evaluate(config, workdir)
+  # A protocol's own runner: checked before anything is written, then its workdir is
+  # claimed and labelled like a trainer run's.
+  if entry.meta.get("validate"):
+    entry.meta["validate"](config)
+  workdir_lib.check_workdir(workdir)
+  identity = {"task": config.task}
+  workdir_lib.check_identity(workdir, identity)
+  with workdir_lib.claim(workdir, enabled=jax.process_index() == 0):
+    if jax.process_index() == 0:
+      workdir_lib.write_identity(workdir, identity)
     return entry.obj(config, workdir)
-  return train_and_evaluate(config, workdir)
 
 
 def build_experiment(config, mesh) -> experiment_lib.Experiment:
@@ -65,11 +75,21 @@ def build_experiment(config, mesh) -> experiment_lib.Experiment:
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  # --------------------------------------------------------------------------
-  # Config and workdir: everything that can be checked is checked before compiling.
-  # --------------------------------------------------------------------------
+  """Trains `config` in `workdir` (resuming whatever it holds); returns the final metrics.
+
+  The workdir is this run's alone while it trains (`research.workdir.claim`)."""
   config_lib.check_common(config)
   workdir_lib.check_workdir(workdir)
+  with workdir_lib.claim(workdir, enabled=jax.process_index() == 0):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  # --------------------------------------------------------------------------
+  # Config and workdir: everything that can be checked is checked before anything
+  # is written: the saved config, the workdir's identity, the checkpoints' shapes,
+  # the compiled step's memory.
+  # --------------------------------------------------------------------------
   is_main = jax.process_index() == 0
   config_path = os.path.join(workdir, "config.json")
   if os.path.exists(config_path):
@@ -100,43 +120,65 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   # --------------------------------------------------------------------------
   # Train state: shapes and shardings from eval_shape, so no host ever holds a
-  # full replicated copy; then restore the latest checkpoint or initialise.
+  # full replicated copy. The workdir must hold this experiment or nothing; then
+  # the newest readable checkpoint is restored (or the state initialised below).
   # --------------------------------------------------------------------------
   init_keys, train_keys = replica_keys(seeds)
   state_sharding, init_fn = state_init(exp, tx, rules, mesh, num_seeds)
   abstract = checkpoint.abstract_like(jax.eval_shape(init_fn, init_keys), state_sharding)
-
-  if is_main:
-    workdir_lib.write_atomic(config_path, config_lib.to_json(config))
-  mngr = checkpoint.manager(workdir, max_to_keep=config.train.keep_checkpoints)
-  state, meta = checkpoint.restore_latest(mngr, abstract)
+  identity = {"task": config.task, "state": workdir_lib.state_signature(abstract)}
+  workdir_lib.check_identity(workdir, identity)
+  state, meta = None, None
+  if os.path.isdir(checkpoint.directory(workdir)):
+    mngr = checkpoint.manager(workdir, max_to_keep=config.train.keep_checkpoints)
+    try:
+      state, meta = checkpoint.restore_latest(mngr, abstract)
+    except checkpoint.CheckpointsUnreadable:
+      if not config.train.restart_if_unreadable:
+        raise
+      mngr.close()
+      _say(f"no checkpoint could be read; starting over (they were moved to "
+           f"{checkpoint.set_aside(workdir)})")
   final_path = os.path.join(workdir, FINAL_METRICS)
-  if state is None:
-    state = jax.jit(init_fn, out_shardings=state_sharding)(init_keys)
-  else:
+  if state is not None:
     _say(f"resuming from step {meta['step']} in {workdir}")
     if meta["step"] >= config.train.num_steps and os.path.exists(final_path):
       _say(f"run in {workdir} is already finished at step {meta['step']}; "
            f"raise --config.train.num_steps to train further")
       with open(final_path) as f:
         return json.load(f)
-  start_step = int(sharding.to_host(replica_state(state, 0, num_seeds)["step"]))
+  start_step = 0 if state is None else int(meta["step"])
 
   # --------------------------------------------------------------------------
   # Train step: jitted with explicit shardings, state donated; one call runs up to
   # `train.steps_per_call` updates and stops at every log/eval/checkpoint/phase step.
+  # Compiled from the abstract state, so a step that cannot fit in memory is refused
+  # before anything is written.
   # --------------------------------------------------------------------------
   step_fns = StepFunctions(exp, tx, mesh, rules, state_sharding, config, frozen)
   batches = host_batches(exp, train_keys, mesh, rules, config, (meta or {}).get("data"),
                          start_step)
   first = _call_length(start_step, config.train, config.train.num_steps, exp.phases)
-  compiled = step_fns.compiled(first, state, frozen, batches.spec(start_step, first), train_keys)
+  compiled = step_fns.compiled(first, abstract, frozen, batches.spec(start_step, first),
+                               train_keys)
+  check_memory(compiled, config)
+
+  # --------------------------------------------------------------------------
+  # The workdir is now this experiment's: identity, config, checkpoints.
+  # --------------------------------------------------------------------------
+  if is_main:
+    workdir_lib.write_identity(workdir, identity)
+    workdir_lib.write_atomic(config_path, config_lib.to_json(config))
+  mngr = checkpoint.manager(workdir, max_to_keep=config.train.keep_checkpoints)
+  if state is None:
+    state = jax.jit(init_fn, out_shardings=state_sharding)(init_keys)
   # XLA's cost analysis counts a scan's body once: one update's FLOPs either way.
   flops_per_step = flops_lib.compiled_flops(compiled) / num_seeds
   peak = config.peak_flops or _process_peak()
   info = dict(exp.info, flops_per_step=flops_per_step, peak_flops_per_device=peak,
               devices=jax.device_count(), processes=jax.process_count(),
-              mesh=dict(mesh.shape), num_seeds=num_seeds)
+              mesh=dict(mesh.shape), num_seeds=num_seeds,
+              memory_estimate_bytes=flops_lib.compiled_memory(compiled).get("peak_estimate"))
   _say(f"{config.task}: " + ", ".join(f"{k}={v}" for k, v in info.items()))
 
   # --------------------------------------------------------------------------
@@ -202,17 +244,26 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         save(step, force=is_last)
       if stop.requested:
         save(step, force=True)
-        mngr.wait_until_finished()
+        checkpoint.wait(mngr)
         _say(f"stopped by {stop.signal_name} at step {step}; checkpoint saved. Run the same "
              f"command to resume.")
         raise SystemExit(128 + stop.signum)
+    bad = int(np.asarray(sharding.to_host(state["nonfinite_run"])).max())
+    if bad:  # The run ended on skipped updates: it did not recover, and must say so.
+      save(num_steps, force=True)
+      raise NonFiniteError(
+          f"the last {bad} updates up to step {num_steps} were non-finite and skipped (the last "
+          f"good state is saved in {workdir}); lower the learning rate, enable "
+          f"optimizer.grad_clip, or check the data")
   finally:
     stop.restore()
     bar.close()
     batches.close()
-    mngr.wait_until_finished()
-    for w in writers:
-      w.close()
+    try:
+      checkpoint.wait(mngr)
+    finally:
+      for w in writers:
+        w.close()
 
   # --------------------------------------------------------------------------
   # Final report: a table on stdout, figures and final_metrics.json in the workdir.
@@ -231,10 +282,65 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   if is_main:
     if num_seeds > 1:
       for w, f in zip(writers, finals):
-        workdir_lib.write_atomic(os.path.join(w.workdir, FINAL_METRICS), json.dumps(f))
-    workdir_lib.write_atomic(final_path, json.dumps(final))
+        workdir_lib.write_atomic(os.path.join(w.workdir, FINAL_METRICS), final_json(f))
+    workdir_lib.write_atomic(final_path, final_json(final))
   mngr.close()
   return final
+
+
+def final_json(final: dict) -> str:
+  """final_metrics.json: valid JSON (no bare NaN); a non-finite metric is written as
+  null and named under "nonfinite_metrics", so it never passes unnoticed."""
+  bad = []
+
+  def clean(v, key):
+    if isinstance(v, float) and not np.isfinite(v):
+      bad.append(key)
+      return None
+    if isinstance(v, list):
+      return [clean(x, key) for x in v]
+    if isinstance(v, dict):
+      return {k: clean(x, f"{key}.{k}" if key else k) for k, x in v.items()}
+    return v
+
+  out = clean(final, "")
+  if bad:
+    out["nonfinite_metrics"] = sorted(set(bad))
+  return json.dumps(out, allow_nan=False)
+
+
+def check_memory(compiled, config) -> None:
+  """Refuses a step whose peak memory (XLA's estimate) cannot fit in the device's."""
+  need = flops_lib.compiled_memory(compiled).get("peak_estimate")
+  device = jax.local_devices()[0]
+  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  if stats and stats.get("bytes_limit"):
+    limit, where = int(stats["bytes_limit"]), f"{device.device_kind} memory"
+  elif device.platform == "cpu":
+    # Fake CPU devices share the host's memory: all of them together must fit.
+    need = need and need * len(jax.local_devices())
+    limit, where = host_memory_available(), "available host memory"
+  else:
+    return
+  if need and limit and need > limit:
+    gib = lambda b: f"{b / 2**30:.1f} GiB"
+    raise ConfigError(
+        f"the train step needs about {gib(need)} (XLA's estimate) but the {where} is "
+        f"{gib(limit)}; lower config.train.batch_size, raise train.grad_accum_steps, shorten "
+        f"data.seq_len or set model.remat=True")
+
+
+def host_memory_available() -> int:
+  """MemAvailable from /proc/meminfo plus what this process holds (0 if unknown)."""
+  try:
+    with open("/proc/meminfo") as f:
+      fields = dict(line.split(":", 1) for line in f)
+    available = int(fields["MemAvailable"].split()[0]) * 1024
+    with open("/proc/self/statm") as f:
+      rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    return available + rss
+  except (OSError, KeyError, ValueError):
+    return 0
 
 
 # ----------------------------------------------------------------------------

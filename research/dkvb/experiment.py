@@ -489,7 +489,8 @@ def model_run_config(config, name: str, workdir: str) -> ml_collections.ConfigDi
   return c.lock()
 
 
-@experiment_lib.EXPERIMENTS.register("dkvb", defaults=defaults.get_config, runner=True)
+@experiment_lib.EXPERIMENTS.register("dkvb", defaults=defaults.get_config, runner=True,
+                                     validate=validate)
 def run(config, workdir: str) -> dict[str, Any]:
   """Every model of `config.models` over all seeds; returns the summary per model."""
   from research import train  # The protocol runs the trainer once per model.

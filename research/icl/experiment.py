@@ -29,6 +29,7 @@ def icl_gain(results: dict, ctx, tasks) -> str:
   return ""
 
 
-@experiment_lib.EXPERIMENTS.register("icl_eval", defaults=defaults.get_config, runner=True)
+@experiment_lib.EXPERIMENTS.register("icl_eval", defaults=defaults.get_config, runner=True,
+                                     validate=evaluation.check)
 def run(config, workdir: str) -> dict[str, Any]:
   return evaluation.run_directory(config, workdir, "icl_results", extra=icl_gain)

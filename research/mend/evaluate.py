@@ -99,6 +99,7 @@ def efficiency(results: dict, ctx, tasks) -> str:
   return efficiency_table(results)
 
 
-@experiment_lib.EXPERIMENTS.register("mend_eval", defaults=defaults.eval_config, runner=True)
+@experiment_lib.EXPERIMENTS.register("mend_eval", defaults=defaults.eval_config, runner=True,
+                                     validate=evaluation.check)
 def run(config, workdir: str) -> dict[str, Any]:
   return evaluation.run_directory(config, workdir, "mend_results", extra=efficiency)
