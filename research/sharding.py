@@ -32,9 +32,9 @@ RULE_SETS = {
     "dp": (("batch", "data"),),
     "fsdp": (("batch", "data"), ("embed", "data")),
     "tp": (("batch", "data"), ("mlp", "model"), ("heads", "model"), ("vocab", "model"),
-           ("kv_heads", "model")),
+           ("kv_heads", "model"), ("codebook_heads", "model")),
     "fsdp_tp": (("batch", "data"), ("embed", "data"), ("mlp", "model"), ("heads", "model"),
-                ("vocab", "model"), ("kv_heads", "model")),
+                ("vocab", "model"), ("kv_heads", "model"), ("codebook_heads", "model")),
 }
 # The logical names models use; replicated unless a rule maps them to a mesh axis.
 KNOWN_AXES = ("batch", "length", "embed", "mlp", "heads", "kv", "kv_heads", "vocab",
