@@ -10,8 +10,10 @@ from SLURM / Cloud TPU (--distributed).
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
+import threading
 
 from absl import app
 from absl import flags
@@ -33,8 +35,34 @@ _LOCAL_DEVICES = flags.DEFINE_integer("local_devices", None,
                                       "CPU only: number of (fake) devices for this process.")
 
 
+def _thread_error(args) -> None:
+  """A background thread's failure (an asynchronous checkpoint write) in one line: the
+  main thread reports what it means when it waits for that thread."""
+  absl_logging.warning("background thread %s: %s: %s", getattr(args.thread, "name", "?"),
+                       args.exc_type.__name__, str(args.exc_value).strip().splitlines()[:1])
+
+
+class _OrbaxOneLine(logging.Filter):
+  """Orbax logs a failed save's traceback from each of its threads; the trainer turns
+  the failure into one line of its own (`research.checkpoint`). Keep orbax's warnings,
+  one line each, without tracebacks; drop its error records."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    # Orbax's own records, and asyncio's "Task exception was never retrieved" for its tasks.
+    if "orbax" not in record.pathname and "orbax" not in str(record.msg):
+      return True
+    if record.levelno >= logging.ERROR:
+      return False
+    record.exc_info, record.exc_text = None, None
+    record.msg, record.args = str(record.getMessage()).splitlines()[0][:300], ()
+    return True
+
+
 def main(argv):
   del argv
+  threading.excepthook = _thread_error
+  for name in ("absl", "asyncio"):
+    logging.getLogger(name).addFilter(_OrbaxOneLine())
   if not flags.FLAGS["verbosity"].present:
     absl_logging.set_verbosity(absl_logging.WARNING)  # orbax logs every file at INFO.
   import jax  # After flag parsing: device flags must be set before backends start.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from typing import Any
 
@@ -21,7 +22,7 @@ import jax
 import orbax.checkpoint as ocp
 
 from research.errors import ConfigError
-from research.workdir import WriteError, describe_os_error
+from research.workdir import WriteError, describe_os_error, path_str
 
 DIRNAME = "checkpoints"
 
@@ -42,15 +43,25 @@ def manager(workdir: str, *, max_to_keep: int, async_save: bool = True,
             create: bool = True) -> ocp.CheckpointManager:
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, create=create, enable_async_checkpointing=async_save)
-  return ocp.CheckpointManager(directory(workdir), options=options)
+  # Handlers named up front: a fresh manager can then read a checkpoint's metadata.
+  handlers = {"state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()}
+  return ocp.CheckpointManager(directory(workdir), options=options, item_handlers=handlers)
+
+
+# TensorStore reports a failed write as `Failed writing: "<path>": ... <reason> [os_error_code=...]`.
+_TS_WRITE = re.compile(r'Failed writing: "([^"]+)".*?: ([^:\[]+?)\s*\[os_error_code')
 
 
 def _write_error(e: BaseException, mngr) -> WriteError:
+  """One line: the file that could not be written and why."""
   cause = e
   while cause is not None and not isinstance(cause, OSError):
     cause = cause.__cause__ or cause.__context__
-  what = describe_os_error(cause) if cause is not None else f"{type(e).__name__}: " + \
-      str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+  if cause is not None:
+    what = describe_os_error(cause)
+  else:
+    m = _TS_WRITE.search(str(e))
+    what = f"{m.group(2).strip()} ({m.group(1)})" if m else _one_line(e)
   return WriteError(f"saving a checkpoint in {mngr.directory} failed: {what}; the previous "
                     f"checkpoints are intact and the rerun resumes from the newest")
 
@@ -92,7 +103,8 @@ def stored_signature(mngr: ocp.CheckpointManager, step: int) -> dict[str, list] 
     return None
   flat = jax.tree_util.tree_flatten_with_path(
       tree, is_leaf=lambda x: hasattr(x, "shape") and hasattr(x, "dtype"))[0]
-  return {jax.tree_util.keystr(p): [list(x.shape), str(x.dtype)] for p, x in flat}
+  out = {path_str(p): [list(x.shape), str(x.dtype)] for p, x in flat if hasattr(x, "shape")}
+  return out or None
 
 
 def check_compatible(stored: dict, expected: dict, where: str) -> None:

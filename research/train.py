@@ -62,6 +62,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   workdir_lib.check_identity(workdir, identity)
   with workdir_lib.claim(workdir, enabled=jax.process_index() == 0):
     if jax.process_index() == 0:
+      workdir_lib.check_identity(workdir, identity)
       workdir_lib.write_identity(workdir, identity)
     return entry.obj(config, workdir)
 
@@ -80,11 +81,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   The workdir is this run's alone while it trains (`research.workdir.claim`)."""
   config_lib.check_common(config)
   workdir_lib.check_workdir(workdir)
-  with workdir_lib.claim(workdir, enabled=jax.process_index() == 0):
-    return _train_and_evaluate(config, workdir)
+  workdir_lib.fail_if_in_use(workdir)
+  lock = []  # Taken by `_train_and_evaluate` before its first write.
+  try:
+    return _train_and_evaluate(config, workdir, lock)
+  finally:
+    for held in lock:
+      held.release()
 
 
-def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+def _train_and_evaluate(config, workdir: str, lock: list) -> dict[str, Any]:
   # --------------------------------------------------------------------------
   # Config and workdir: everything that can be checked is checked before anything
   # is written: the saved config, the workdir's identity, the checkpoints' shapes,
@@ -128,7 +134,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   abstract = checkpoint.abstract_like(jax.eval_shape(init_fn, init_keys), state_sharding)
   identity = {"task": config.task, "state": workdir_lib.state_signature(abstract)}
   workdir_lib.check_identity(workdir, identity)
-  state, meta = None, None
+  state, meta, start_over = None, None, False
+  seen_steps = ocp_steps(workdir)
   if os.path.isdir(checkpoint.directory(workdir)):
     mngr = checkpoint.manager(workdir, max_to_keep=config.train.keep_checkpoints)
     try:
@@ -136,9 +143,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     except checkpoint.CheckpointsUnreadable:
       if not config.train.restart_if_unreadable:
         raise
-      mngr.close()
-      _say(f"no checkpoint could be read; starting over (they were moved to "
-           f"{checkpoint.set_aside(workdir)})")
+      start_over = True  # They are moved aside once the run owns the workdir (below).
+    mngr.close()
   final_path = os.path.join(workdir, FINAL_METRICS)
   if state is not None:
     _say(f"resuming from step {meta['step']} in {workdir}")
@@ -167,6 +173,18 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   # The workdir is now this experiment's: identity, config, checkpoints.
   # --------------------------------------------------------------------------
   if is_main:
+    lock.append(workdir_lib.acquire(workdir))
+    # Under the lock, again: another run may have written since the checks above.
+    if os.path.exists(config_path):
+      with open(config_path) as f:
+        config_lib.check_resume_compatible(f.read(), config)
+    workdir_lib.check_identity(workdir, identity)
+    if sorted(ocp_steps(workdir)) != sorted(seen_steps):
+      raise ConfigError(f"the checkpoints in {workdir} changed while this run was starting (a "
+                        f"run that just stopped?); run the command again")
+    if start_over:
+      _say(f"no checkpoint could be read; starting over (they were moved to "
+           f"{checkpoint.set_aside(workdir)})")
     workdir_lib.write_identity(workdir, identity)
     workdir_lib.write_atomic(config_path, config_lib.to_json(config))
   mngr = checkpoint.manager(workdir, max_to_keep=config.train.keep_checkpoints)
@@ -197,7 +215,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   def save(step, force=False):
     if step not in saved:  # A preemption may land right after a periodic save.
-      meta = {"step": step, "seed": config.seed, "data": batches.state()}
+      meta = {"step": step, "seed": config.seed, "data": batches.state(step)}
       if checkpoint.save(mngr, step, state, meta, force=force):
         saved.add(step)
 
@@ -286,6 +304,12 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     workdir_lib.write_atomic(final_path, final_json(final))
   mngr.close()
   return final
+
+
+def ocp_steps(workdir: str) -> list[str]:
+  """The finished checkpoint directories (step numbers) a workdir holds now."""
+  d = checkpoint.directory(workdir)
+  return [n for n in os.listdir(d) if n.isdigit()] if os.path.isdir(d) else []
 
 
 def final_json(final: dict) -> str:
@@ -635,9 +659,10 @@ class host_batches:
     stacked = jax.tree.map(lambda *xs: np.stack(xs, axis=lead), *locals_)
     return self._global_array(stacked, lead + 1)
 
-  def state(self) -> dict:
-    """The iterator state after the batches taken so far (saved with a checkpoint)."""
-    return dict(self._state)
+  def state(self, step: int) -> dict:
+    """The data position after `step` updates, saved with the checkpoint: the grain
+    iterator's state (host pipeline), or the step itself (device pipeline)."""
+    return dict(self._state) if self.active else {"next_index": step}
 
   def close(self):
     if self.active:

@@ -119,11 +119,25 @@ def repair_jsonl(path: str) -> int:
 # ----------------------------------------------------------------------------
 # Ownership: one experiment, one live run.
 # ----------------------------------------------------------------------------
+def path_str(path) -> str:
+  """A tree path as "a/b/0/c", the same for dict keys, attributes and indices (a
+  checkpoint's metadata stores named tuples as dicts)."""
+  parts = []
+  for k in path:
+    for attr in ("key", "name", "idx"):
+      if hasattr(k, attr):
+        parts.append(str(getattr(k, attr)))
+        break
+    else:
+      parts.append(str(k))
+  return "/".join(parts)
+
+
 def state_signature(abstract_state: Any) -> dict[str, list]:
   """{path: [shape, dtype]} of every leaf of an abstract train state."""
   import jax  # Light at this point: the trainer has it loaded.
   flat = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
-  return {jax.tree_util.keystr(p): [list(x.shape), str(x.dtype)] for p, x in flat}
+  return {path_str(p): [list(x.shape), str(x.dtype)] for p, x in flat}
 
 
 def read_identity(workdir: str) -> dict | None:
@@ -164,12 +178,9 @@ def write_identity(workdir: str, identity: dict) -> None:
     write_atomic(os.path.join(workdir, IDENTITY), json.dumps(identity, indent=1, sort_keys=True))
 
 
-@contextlib.contextmanager
-def claim(workdir: str, *, enabled: bool = True) -> Iterator[None]:
-  """Holds the workdir's lock while the block runs (one live run per workdir)."""
-  if not enabled:
-    yield
-    return
+def acquire(workdir: str) -> filelock.FileLock:
+  """The workdir's lock, held by this process until `.release()` (one live run per
+  workdir). Taken just before a run's first write, so a refused run writes nothing."""
   lock = filelock.FileLock(os.path.join(workdir, LOCK))
   try:
     lock.acquire(timeout=0)
@@ -177,7 +188,21 @@ def claim(workdir: str, *, enabled: bool = True) -> Iterator[None]:
     raise WorkdirInUse(f"workdir {workdir} is in use by another live run (lock "
                        f"{os.path.join(workdir, LOCK)}); wait for it to finish or stop it, "
                        f"or use another --workdir") from None
+  return lock
+
+
+def fail_if_in_use(workdir: str) -> None:
+  """Refuses at once (before compiling anything) a workdir a live run holds."""
+  if os.path.exists(os.path.join(workdir, LOCK)):
+    acquire(workdir).release()
+
+
+@contextlib.contextmanager
+def claim(workdir: str, *, enabled: bool = True) -> Iterator[None]:
+  """Holds the workdir's lock while the block runs."""
+  lock = acquire(workdir) if enabled else None
   try:
     yield
   finally:
-    lock.release()
+    if lock is not None:
+      lock.release()

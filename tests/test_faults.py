@@ -326,7 +326,7 @@ def test_all_checkpoints_unreadable_stops_unless_asked_then_sets_them_aside(tmp_
   assert "no checkpoint" in line and "restart_if_unreadable" in line
   assert digest(w) == before
   r = cli(w, "--config.train.num_steps=12", "--config.train.checkpoint_every=3",
-          "--config.train.restart_if_unreadable=True")
+          "--config.train.keep_checkpoints=10", "--config.train.restart_if_unreadable=True")
   assert r.returncode == 0, r.stderr[-2000:]
   aside = [d for d in os.listdir(w) if d.startswith("checkpoints.unreadable-")]
   assert len(aside) == 1 and sorted(os.listdir(os.path.join(w, aside[0]))) == ["3", "6"]

@@ -123,7 +123,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, reference):
         fh.truncate(max(0, os.path.getsize(path) // 3))
   rc, out, err = _run(w, "--config.train.num_steps=40")
   assert rc == 0, err[-3000:]
-  assert "could not be restored" in err
+  assert "could not be read" in err
   assert "resuming from step 16" in out
   assert os.path.exists(os.path.join(w, "checkpoints", "40"))
   _assert_same_params(w, reference)
