@@ -5,8 +5,6 @@ it names (README.md, the fault table)."""
 import hashlib
 import json
 import os
-import resource
-import signal
 import subprocess
 import sys
 import time
@@ -48,11 +46,20 @@ def digest(path):
   return h.hexdigest()
 
 
-def cli(workdir, *extra, config=TINY, preexec=None, timeout=300):
+# Runs a command with files capped at argv[1] bytes: a write past the cap fails with
+# EFBIG ("File too large"), a real failed write (SIGXFSZ ignored, inherited by exec).
+LIMITED = ("import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+           "n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); "
+           "os.execv(sys.executable, [sys.executable] + sys.argv[2:])")
+
+
+def cli(workdir, *extra, config=TINY, file_limit=0, timeout=300):
   env = dict(os.environ, PYTHONPATH=ROOT)
-  return subprocess.run([sys.executable, "-m", "launch.main", *config, "--workdir", workdir,
-                         "--local_devices=1", *extra], cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=timeout, preexec_fn=preexec)
+  cmd = ["-m", "launch.main", *config, "--workdir", workdir, "--local_devices=1", *extra]
+  if file_limit:  # No preexec_fn: forking a multithreaded (JAX) process can deadlock.
+    cmd = ["-c", LIMITED, str(file_limit), *cmd]
+  return subprocess.run([sys.executable, *cmd], cwd=ROOT, env=env, capture_output=True,
+                        text=True, timeout=timeout)
 
 
 def params(workdir, step=None):
@@ -245,13 +252,6 @@ def test_a_step_that_cannot_fit_in_memory_is_refused_before_anything_is_written(
 # ----------------------------------------------------------------------------
 # 7. Failed writes: one line naming the path, nothing lost, the rerun resumes.
 # ----------------------------------------------------------------------------
-def _file_size_limit(limit):
-  def set_limit():
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # A write past the limit fails (EFBIG).
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-  return set_limit
-
-
 @pytest.mark.slow
 def test_a_failed_checkpoint_write_is_one_line_and_the_rerun_resumes_bit_identical(tmp_path):
   ref, w = str(tmp_path / "ref"), str(tmp_path / "w")
@@ -260,7 +260,7 @@ def test_a_failed_checkpoint_write_is_one_line_and_the_rerun_resumes_bit_identic
   assert cli(w, *every, "--config.train.num_steps=4").returncode == 0
   good = sorted(os.listdir(os.path.join(w, "checkpoints")))
   # Files may not grow past 20 kB: the next checkpoint's data cannot be written.
-  r = cli(w, *every, "--config.train.num_steps=8", preexec=_file_size_limit(20_000))
+  r = cli(w, *every, "--config.train.num_steps=8", file_limit=20_000)
   line = one_line_error(r, code=74)
   assert "checkpoint" in line and "File too large" in line and "intact" in line, line
   assert set(good) <= set(os.listdir(os.path.join(w, "checkpoints")))
