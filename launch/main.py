@@ -42,6 +42,16 @@ def _thread_error(args) -> None:
                        args.exc_type.__name__, str(args.exc_value).strip().splitlines()[:1])
 
 
+def _unraisable(u) -> None:
+  """After a failed checkpoint write, orbax's event loop closes while tensorstore still
+  holds callbacks for the cancelled writes; each raises "Event loop is closed", which
+  tensorstore reports as unraisable (a bare traceback). They echo the failure the
+  trainer reports in one line: drop them, and hand everything else to Python's hook."""
+  if u.exc_type is RuntimeError and str(u.exc_value) == "Event loop is closed":
+    return
+  sys.__unraisablehook__(u)
+
+
 class _OrbaxOneLine(logging.Filter):
   """Orbax logs a failed save's traceback from each of its threads; the trainer turns
   the failure into one line of its own (`research.checkpoint`). Keep orbax's warnings,
@@ -61,6 +71,7 @@ class _OrbaxOneLine(logging.Filter):
 def main(argv):
   del argv
   threading.excepthook = _thread_error
+  sys.unraisablehook = _unraisable
   for name in ("absl", "asyncio"):
     logging.getLogger(name).addFilter(_OrbaxOneLine())
   if not flags.FLAGS["verbosity"].present:
