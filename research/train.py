@@ -111,7 +111,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   flops_per_step = flops_lib.compiled_flops(compiled)
   peak = config.peak_flops or flops_lib.matmul_peak(n=1536, repeats=3)
   info = dict(exp.info, flops_per_step=flops_per_step, peak_flops_per_device=peak,
-              devices=jax.device_count(), processes=jax.process_count(), mesh=dict(mesh.shape))
+              devices=jax.device_count(), processes=jax.process_count(), mesh=dict(mesh.shape),
+              **flops_lib.machine_info())
   _say(f"{config.task}: " + ", ".join(f"{k}={v}" for k, v in info.items()))
 
   # --------------------------------------------------------------------------
