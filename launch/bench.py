@@ -231,8 +231,10 @@ ALLOCATOR_SETTINGS = {
 }
 
 
-def _allocator_child(batch: int, steps: int) -> None:
-  """In a fresh process: the paper-size step's time and peak RSS (printed as JSON)."""
+def _allocator_child(batch: int) -> None:
+  """In a fresh process: the paper-size step, run on command from stdin so that the
+  parent can alternate the settings' steps ("steps N": N back-to-back steps, the last
+  one timed; "done": peak RSS over the timed steps, as JSON)."""
   from research import flops as flops_lib
   from research import sharding, train
   config = _gpicl("paper", batch=batch, attention="auto")()
@@ -242,23 +244,36 @@ def _allocator_child(batch: int, steps: int) -> None:
   jax.block_until_ready(m)
   peak_compile = flops_lib.peak_rss_bytes()
   flops_lib.reset_peak_rss()
-  times = []
-  for i in range(steps):
-    t0 = time.perf_counter()
-    state, m = compiled(state, *inputs(i + 1))
-    jax.block_until_ready(m)
-    times.append(time.perf_counter() - t0)
+  print("READY", flush=True)
+  i, times = 0, []
+  for line in sys.stdin:
+    if line.startswith("steps"):
+      for _ in range(int(line.split()[1])):
+        i += 1
+        t0 = time.perf_counter()
+        state, m = compiled(state, *inputs(i))
+        jax.block_until_ready(m)
+      times.append(time.perf_counter() - t0)
+      print(f"TIME {times[-1]}", flush=True)
+    else:
+      break
   print("RESULT" + json.dumps({
-      "step_time_s": _median(times), "times": times, "peak_rss_steps_bytes": flops_lib.peak_rss_bytes(),
-      "rss_end_bytes": flops_lib.rss_bytes(), "peak_rss_compile_bytes": peak_compile,
+      "step_time_s": _median(times), "times": times,
+      "peak_rss_steps_bytes": flops_lib.peak_rss_bytes(), "rss_end_bytes": flops_lib.rss_bytes(),
+      "peak_rss_compile_bytes": peak_compile,
       "xla_peak_estimate_bytes": flops_lib.compiled_memory(compiled).get("peak_estimate"),
-      **flops_lib.machine_info()}))
+      **flops_lib.machine_info()}), flush=True)
 
 
-def allocator_settings(batch: int = 128, steps: int = 5, settings=None) -> dict:
-  """Step time and peak RSS of the paper-size step under each allocator setting."""
+def allocator_settings(batch: int = 128, rounds: int = 4, settings=None) -> dict:
+  """Step time and peak RSS of the paper-size step under each allocator setting.
+
+  One process per setting (the allocator is chosen at start-up), all alive at once,
+  their steps alternated round by round so that each setting sees the same load; each
+  turn runs two back-to-back steps and times the second (steady state, as in training).
+  """
   lib = allocator.library()
-  out = {"batch": batch, "steps": steps, "runs": {}}
+  children = {}
   for name, conf in (settings or ALLOCATOR_SETTINGS).items():
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
     env[allocator.OFF] = "1"  # The child must not re-exec: it runs exactly this setting.
@@ -268,15 +283,38 @@ def allocator_settings(batch: int = 128, steps: int = 5, settings=None) -> dict:
       env["LD_PRELOAD"] = lib
       if conf:
         env["MALLOC_CONF"] = conf
-    code = f"from launch import bench; bench._allocator_child({batch}, {steps})"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                       cwd=ROOT)
-    line = [l for l in r.stdout.splitlines() if l.startswith("RESULT")]
-    out["runs"][name] = json.loads(line[0][6:]) if line else {"error": r.stderr[-2000:]}
-    res = out["runs"][name]
-    if "error" not in res:
-      print(f"{name}: {res['step_time_s']:.3f} s/step, peak RSS {res['peak_rss_steps_bytes'] / 2**30:.2f}"
-            f" GiB (XLA estimate {res['xla_peak_estimate_bytes'] / 2**30:.2f} GiB)", flush=True)
+    children[name] = subprocess.Popen(
+        [sys.executable, "-c", f"from launch import bench; bench._allocator_child({batch})"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+  def reply(proc, prefix):
+    for line in proc.stdout:
+      if line.startswith(prefix):
+        return line[len(prefix):].strip()
+    raise RuntimeError(f"benchmark child exited ({proc.wait()})")
+
+  out = {"batch": batch, "rounds": rounds, "runs": {}}
+  try:
+    for proc in children.values():
+      reply(proc, "READY")
+    for _ in range(rounds):
+      for proc in children.values():
+        proc.stdin.write("steps 2\n")
+        proc.stdin.flush()
+        reply(proc, "TIME")
+    for name, proc in children.items():
+      proc.stdin.write("done\n")
+      proc.stdin.flush()
+      out["runs"][name] = json.loads(reply(proc, "RESULT"))
+      res = out["runs"][name]
+      print(f"{name}: {res['step_time_s']:.3f} s/step, peak RSS "
+            f"{res['peak_rss_steps_bytes'] / 2**30:.2f} GiB (XLA estimate "
+            f"{res['xla_peak_estimate_bytes'] / 2**30:.2f} GiB)", flush=True)
+  finally:
+    for proc in children.values():
+      if proc.poll() is None:
+        proc.kill()
+      proc.wait()
   return out
 
 
