@@ -91,7 +91,7 @@ def _train_step_bench(config_fn, name, repeats, profile=False):
        "memory": memory, "rss_before_bytes": rss_before,
        "peak_rss_bytes": flops_lib.peak_rss_bytes(), "batch_size": config.train.batch_size,
        "attention": config.model.get("attention")}
-  if profile:
+  if profile and jax.default_backend() == "cpu":  # Thread-time attribution: a CPU notion.
     p = flops_lib.step_profile(compiled, run)
     threads = p["threads"]
     matmul_s = p["thread_seconds"]["matmul"]
