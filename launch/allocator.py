@@ -24,12 +24,16 @@ import os
 import shlex
 import sys
 
-# Decay times chosen by `python -m launch.bench --only allocator_settings` (README,
-# Machine notes): dirty pages are kept for 10 s, so a step reuses the previous step's
-# temporaries without page faults, and freed memory still returns to the kernel
-# within seconds instead of never (decay -1 held 2x XLA's estimate); the background
-# thread purges between steps instead of inside malloc/free.
-MALLOC_CONF = "background_thread:true,dirty_decay_ms:10000,muzzy_decay_ms:0"
+# Chosen by `python -m launch.bench --only allocator_settings,allocator_settings_b512`
+# (README, Machine notes). jemalloc sends allocations over 8 MiB (XLA's large
+# temporaries) to a dedicated arena that it purges eagerly whenever the decay time is
+# positive, which page-faults them back every step (glibc does the same);
+# `oversize_threshold:0` turns that arena off. Freed pages are then kept for 10 s, so a
+# step reuses the previous step's temporaries, yet return to the kernel within seconds
+# instead of never (decay -1 held 2x XLA's memory estimate at batch 512); the
+# background thread purges between steps instead of inside malloc/free.
+MALLOC_CONF = ("background_thread:true,dirty_decay_ms:10000,muzzy_decay_ms:0,"
+               "oversize_threshold:0")
 OFF = "RESEARCH_NO_JEMALLOC"
 _GUARD = "RESEARCH_JEMALLOC_REEXEC"  # Set on the re-exec: never loop.
 _PATTERNS = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",

@@ -225,10 +225,10 @@ ALLOCATOR_SETTINGS = {
     "glibc": None,
     "jemalloc defaults": "",
     "jemalloc decay off": "dirty_decay_ms:-1,muzzy_decay_ms:-1",
-    "jemalloc decay off, 1 arena": "narenas:1,dirty_decay_ms:-1,muzzy_decay_ms:-1",
-    "jemalloc 1 s decay, bg thread": "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0",
-    "jemalloc 10 s decay, bg thread (chosen)": allocator.MALLOC_CONF,
+    "jemalloc 10 s decay, bg thread": "background_thread:true,dirty_decay_ms:10000,muzzy_decay_ms:0",
+    "jemalloc 10 s decay, bg thread, no oversize arena (chosen)": allocator.MALLOC_CONF,
 }
+CHOSEN = "jemalloc 10 s decay, bg thread, no oversize arena (chosen)"
 
 
 def _allocator_child(batch: int) -> None:
@@ -318,6 +318,15 @@ def allocator_settings(batch: int = 128, rounds: int = 4, settings=None) -> dict
   return out
 
 
+def allocator_settings_b512(rounds: int = 3) -> dict:
+  """The same at the paper's batch of 512, where decay off held 2x XLA's estimate:
+  decay off alone (it needs the memory), then glibc and the chosen setting side by side."""
+  out = {"batch": 512, "rounds": rounds, "runs": {}}
+  for group in (("jemalloc decay off",), ("glibc", CHOSEN)):
+    out["runs"].update(allocator_settings(512, rounds, {k: ALLOCATOR_SETTINGS[k] for k in group})["runs"])
+  return out
+
+
 def _optional_benches():
   """Benchmarks that other subsystems export as `bench_*() -> dict`."""
   out = {}
@@ -396,15 +405,16 @@ def to_markdown(results) -> str:
     for p in pools:
       lines.append(f"| {p['large_rows']} x {p['input_dim']} | {p['large_step_s']:.3f} | "
                    f"{p['digits_step_s']:.3f} ({p['digits_rows']} rows) | {p['large_over_digits']:.3f} |")
-  alloc = results["other"].get("allocator_settings", {}).get("runs")
-  if alloc:
-    lines += ["", f"| allocator (paper-size step, batch "
-              f"{results['other']['allocator_settings']['batch']}, fresh process each) | step (s) | "
-              "peak RSS over the steps (GiB) | XLA estimate (GiB) |", "|---|---|---|---|"]
-    for name, a in alloc.items():
-      if "error" not in a:
-        lines.append(f"| {name} | {a['step_time_s']:.3f} | {gib(a['peak_rss_steps_bytes'])} | "
-                     f"{gib(a['xla_peak_estimate_bytes'])} |")
+  for key in ("allocator_settings", "allocator_settings_b512"):
+    alloc = results["other"].get(key, {}).get("runs")
+    if alloc:
+      lines += ["", f"| allocator (paper-size step, batch {results['other'][key]['batch']}, a "
+                "process each, steps alternated) | step (s) | peak RSS over the steps (GiB) | "
+                "XLA estimate (GiB) |", "|---|---|---|---|"]
+      for name, a in alloc.items():
+        if "error" not in a:
+          lines.append(f"| {name} | {a['step_time_s']:.3f} | {gib(a['peak_rss_steps_bytes'])} | "
+                       f"{gib(a['xla_peak_estimate_bytes'])} |")
   mem = results.get("param_memory_by_strategy", {})
   if mem and "error" not in mem:
     lines += ["", "| strategy (paper-size GPICL transformer, 8 fake devices) | params+Adam bytes per device | total |",
@@ -413,7 +423,7 @@ def to_markdown(results) -> str:
       lines.append(f"| {k} {v['mesh']} | {v['bytes_per_device'] / 2**20:.2f} MiB | "
                    f"{v['bytes_total'] / 2**20:.2f} MiB |")
   for k, v in results.get("other", {}).items():
-    if k not in ("gpicl_pool_size", "allocator_settings"):
+    if k not in ("gpicl_pool_size", "allocator_settings", "allocator_settings_b512"):
       lines += ["", f"**{k}**: `{json.dumps(v, default=str)[:1500]}`"]
   return "\n".join(lines)
 
@@ -459,7 +469,7 @@ def main():
   if not only:
     results["param_memory_by_strategy"] = param_memory_by_strategy()
   extra = {"gpicl_pool_size": pool_size, "allocator_settings": allocator_settings,
-           **_optional_benches()}
+           "allocator_settings_b512": allocator_settings_b512, **_optional_benches()}
   for name, fn in extra.items():
     if args.quick or (only and name not in only):
       continue
