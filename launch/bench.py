@@ -177,7 +177,7 @@ ACCELERATOR_BENCHES = {
 POOLS = ((196, 60000), (784, 60000), (3072, 50000))  # MNIST 14x14, MNIST 28x28, CIFAR-10.
 
 
-def pool_size(batch: int = 128, rounds: int = 3, pools=POOLS) -> dict:
+def pool_size(batch: int = 128, rounds: int = 5, pools=POOLS) -> dict:
   """Step time with digits' pool vs a large random pool of the same width (the
   sampler's cost must not grow with the pool: issue 14, within 5 %)."""
   from research import sharding
@@ -221,14 +221,16 @@ def pool_size(batch: int = 128, rounds: int = 3, pools=POOLS) -> dict:
 # Allocator settings: each in a fresh process (an allocator is chosen at start-up).
 # ----------------------------------------------------------------------------
 
-ALLOCATOR_SETTINGS = {
+ALLOCATOR_SETTINGS = {  # name: MALLOC_CONF ("" = jemalloc's defaults), None = glibc.
     "glibc": None,
     "jemalloc defaults": "",
     "jemalloc decay off": "dirty_decay_ms:-1,muzzy_decay_ms:-1",
     "jemalloc 10 s decay, bg thread": "background_thread:true,dirty_decay_ms:10000,muzzy_decay_ms:0",
-    "jemalloc 10 s decay, bg thread, no oversize arena (chosen)": allocator.MALLOC_CONF,
+    "jemalloc 10 s decay, bg thread, no >8 MiB arena":
+        "background_thread:true,dirty_decay_ms:10000,muzzy_decay_ms:0,oversize_threshold:0",
+    "jemalloc decay off, one arena (chosen)": allocator.MALLOC_CONF,
 }
-CHOSEN = "jemalloc 10 s decay, bg thread, no oversize arena (chosen)"
+CHOSEN = "jemalloc decay off, one arena (chosen)"
 
 
 def _allocator_child(batch: int) -> None:
@@ -319,10 +321,10 @@ def allocator_settings(batch: int = 128, rounds: int = 4, settings=None) -> dict
 
 
 def allocator_settings_b512(rounds: int = 3) -> dict:
-  """The same at the paper's batch of 512, where decay off held 2x XLA's estimate:
-  decay off alone (it needs the memory), then glibc and the chosen setting side by side."""
+  """The same at the paper's batch of 512, where decay off held 2x XLA's estimate: the
+  settings that may need that memory alone, then glibc and a purging one side by side."""
   out = {"batch": 512, "rounds": rounds, "runs": {}}
-  for group in (("jemalloc decay off",), ("glibc", CHOSEN)):
+  for group in (("jemalloc decay off",), (CHOSEN,), ("glibc", "jemalloc 10 s decay, bg thread")):
     out["runs"].update(allocator_settings(512, rounds, {k: ALLOCATOR_SETTINGS[k] for k in group})["runs"])
   return out
 
