@@ -70,6 +70,21 @@ def environment(env=None) -> dict:
   return env
 
 
+def purge() -> bool:
+  """Returns every freed page jemalloc holds to the kernel (decay -1 keeps them until
+  then): between benchmarks, or before a process hands the memory to others."""
+  if not loaded():
+    return False
+  import ctypes  # pylint: disable=import-outside-toplevel
+  try:
+    mallctl = ctypes.CDLL(None).mallctl
+  except AttributeError:
+    return False
+  mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                      ctypes.c_size_t]
+  return mallctl(b"arena.4096.purge", None, None, None, 0) == 0  # 4096: all arenas.
+
+
 def ensure_jemalloc(name: str) -> None:
   """Re-executes the running `python -m <entry point>` under jemalloc (once).
 

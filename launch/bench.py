@@ -72,6 +72,10 @@ def _train_step_bench(config_fn, name, repeats, profile=False):
   compile_s = time.perf_counter() - t0
   flops, flops_xla = _model_flops(jitted, state, inputs(0), compiled, config)
   memory = flops_lib.compiled_memory(compiled)
+  need = 2 * memory.get("peak_estimate", 0)  # Up to 2x was seen: do not push others out.
+  if jax.default_backend() == "cpu" and _available_bytes() < need:
+    return {"name": name, "skipped": f"{_available_bytes() / 2**30:.1f} GiB free, "
+                                     f"{need / 2**30:.1f} GiB needed"}
   box = {"state": state, "i": 0}
 
   def run():
@@ -80,6 +84,7 @@ def _train_step_bench(config_fn, name, repeats, profile=False):
     return metrics
 
   jax.block_until_ready(run())  # Warm-up.
+  allocator.purge()  # What earlier benchmarks freed is not this one's memory.
   rss_before = flops_lib.rss_bytes()
   flops_lib.reset_peak_rss()
   timed = flops_lib.time_against_peak(run, flops=flops, rounds=repeats)
@@ -103,8 +108,10 @@ def _train_step_bench(config_fn, name, repeats, profile=False):
 
 
 def holds_back(r) -> list[str]:
-  """What keeps a step below MFU_TARGET, from its profile: the busy thread time by kind
-  of work, how fast the matmuls ran, and the MFU if only the matmuls had run."""
+  """What keeps a step below MFU_TARGET, from its profile: the busy thread time by
+  kind of work, largest first. (XLA's matmul library spreads one matmul over both
+  threads while its profiler event sits on one, so the matmuls' share is a lower
+  bound and "idle" includes that help; the other kinds are what the step could lose.)"""
   p = r.get("profile")
   if not p or r["mfu"] >= MFU_TARGET:
     return []
@@ -112,18 +119,13 @@ def holds_back(r) -> list[str]:
   names = {"matmul": "matmuls", "other": "other XLA ops (elementwise, reductions, RNG, sort)",
            "custom_kernel": "custom kernels (fused attention)",
            "layout_copy": "layout copies/transposes"}
-  lines = [f"MFU {r['mfu']:.2f} < {MFU_TARGET}. Busy thread time: " + ", ".join(
-      f"{names[k]} {v:.0%}" for k, v in sorted(busy.items(), key=lambda kv: -kv[1]))
-      + f"; idle (dependencies, other processes) {p['share']['idle']:.0%} of all thread time."]
-  if busy.get("matmul"):
-    lines.append(f"Only the matmuls ({p['matmul_flops'] / 1e9:.0f} of "
-                 f"{r['flops_per_step'] / 1e9:.0f} GFLOP) at this speed: MFU "
-                 f"{r['mfu'] / busy['matmul']:.2f}; the other work costs "
-                 f"{1 - busy['matmul']:.0%} of the time.")
-  if p.get("matmul_fraction_of_peak"):
-    lines.append(f"The matmuls ran at {p['matmul_fraction_of_peak']:.2f} of the in-run peak per "
-                 f"thread (thread time includes preemption on a loaded machine).")
-  return lines
+  rest = sorted(((v, k) for k, v in busy.items() if k != "matmul"), reverse=True)
+  return [f"MFU {r['mfu']:.2f} < {MFU_TARGET}: {r['flops_per_step'] / 1e9:.0f} GFLOP, of which "
+          f"{p['matmul_flops'] / 1e9:.0f} in matmuls. Busy thread time: " + ", ".join(
+              f"{names[k]} {v:.0%}" for k, v in sorted(busy.items(), key=lambda kv: -kv[1])) + ".",
+          f"Holding it back: {names[rest[0][1]]} ({rest[0][0]:.0%} of the busy time), then "
+          + ", ".join(f"{names[k]} ({v:.0%})" for v, k in rest[1:]) + "; the target needs the "
+          f"step {1 - r['mfu'] / MFU_TARGET:.0%} shorter."]
 
 
 def _gpicl(size, learner="transformer", d_model=None, dtype=None, batch=None, attention=None):
@@ -182,6 +184,7 @@ def pool_size(batch: int = 128, rounds: int = 5, pools=POOLS) -> dict:
   sampler's cost must not grow with the pool: issue 14, within 5 %)."""
   from research import sharding
   from research import train
+  allocator.purge()
   out = {"batch": batch, "rounds": rounds, "pools": []}
   for dim, rows in pools:
     config = _gpicl("paper", batch=batch, attention="auto")()
@@ -267,16 +270,52 @@ def _allocator_child(batch: int) -> None:
       **flops_lib.machine_info()}), flush=True)
 
 
-def allocator_settings(batch: int = 128, rounds: int = 4, settings=None) -> dict:
+def _available_bytes() -> int:
+  with open("/proc/meminfo") as f:
+    return next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemAvailable:"))
+
+
+def allocator_settings(batch: int = 128, rounds: int = 4, groups=None) -> dict:
   """Step time and peak RSS of the paper-size step under each allocator setting.
 
-  One process per setting (the allocator is chosen at start-up), all alive at once,
-  their steps alternated round by round so that each setting sees the same load; each
-  turn runs two back-to-back steps and times the second (steady state, as in training).
+  One process per setting (the allocator is chosen at start-up). The settings of a
+  group are alive at once and their steps alternated round by round, so that they
+  see the same load; each turn runs two back-to-back steps and times the second
+  (steady state, as in training). Groups keep the memory of the processes alive at
+  once within what the machine has free; each group holds the chosen setting, so
+  every setting is compared with it in the same group (`vs_chosen`).
   """
+  groups = groups or (("glibc", "jemalloc defaults", CHOSEN),
+                      ("jemalloc decay off", "jemalloc 10 s decay, bg thread", CHOSEN),
+                      ("jemalloc 10 s decay, bg thread, no >8 MiB arena", CHOSEN))
+  out = {"batch": batch, "rounds": rounds, "runs": {}, "groups": []}
+  allocator.purge()
+  for group in groups:
+    need = len(group) * (2.5 if batch <= 128 else 9.0) * 2**30
+    if _available_bytes() < need + 2 * 2**30:
+      out["groups"].append({"settings": group, "skipped": f"{_available_bytes() / 2**30:.1f} GiB "
+                            f"free, {need / 2**30:.0f} GiB needed"})
+      print(f"allocator settings {group}: skipped, {out['groups'][-1]['skipped']}", flush=True)
+      continue
+    runs = _allocator_group(batch, rounds, group)
+    for name, r in runs.items():
+      if "error" not in r and "error" not in runs.get(CHOSEN, {"error": 1}):
+        r["vs_chosen"] = r["step_time_s"] / runs[CHOSEN]["step_time_s"]
+      key = name if name not in out["runs"] else f"{name} (group {len(out['groups']) + 1})"
+      out["runs"][key] = r
+      if "error" not in r:
+        print(f"{key}: {r['step_time_s']:.3f} s/step ({r.get('vs_chosen', 1):.2f}x the chosen), "
+              f"peak RSS {r['peak_rss_steps_bytes'] / 2**30:.2f} GiB (XLA estimate "
+              f"{r['xla_peak_estimate_bytes'] / 2**30:.2f} GiB)", flush=True)
+    out["groups"].append({"settings": group})
+  return out
+
+
+def _allocator_group(batch, rounds, names) -> dict:
   lib = allocator.library()
   children = {}
-  for name, conf in (settings or ALLOCATOR_SETTINGS).items():
+  for name in names:
+    conf = ALLOCATOR_SETTINGS[name]
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
     env[allocator.OFF] = "1"  # The child must not re-exec: it runs exactly this setting.
     if conf is not None:
@@ -295,7 +334,7 @@ def allocator_settings(batch: int = 128, rounds: int = 4, settings=None) -> dict
         return line[len(prefix):].strip()
     raise RuntimeError(f"benchmark child exited ({proc.wait()})")
 
-  out = {"batch": batch, "rounds": rounds, "runs": {}}
+  runs = {}
   try:
     for proc in children.values():
       reply(proc, "READY")
@@ -307,26 +346,22 @@ def allocator_settings(batch: int = 128, rounds: int = 4, settings=None) -> dict
     for name, proc in children.items():
       proc.stdin.write("done\n")
       proc.stdin.flush()
-      out["runs"][name] = json.loads(reply(proc, "RESULT"))
-      res = out["runs"][name]
-      print(f"{name}: {res['step_time_s']:.3f} s/step, peak RSS "
-            f"{res['peak_rss_steps_bytes'] / 2**30:.2f} GiB (XLA estimate "
-            f"{res['xla_peak_estimate_bytes'] / 2**30:.2f} GiB)", flush=True)
+      runs[name] = json.loads(reply(proc, "RESULT"))
+  except RuntimeError as e:
+    runs = {name: {"error": str(e)} for name in children}
   finally:
     for proc in children.values():
       if proc.poll() is None:
         proc.kill()
       proc.wait()
-  return out
+  return runs
 
 
 def allocator_settings_b512(rounds: int = 3) -> dict:
-  """The same at the paper's batch of 512, where decay off held 2x XLA's estimate: the
-  settings that may need that memory alone, then glibc and a purging one side by side."""
-  out = {"batch": 512, "rounds": rounds, "runs": {}}
-  for group in (("jemalloc decay off",), (CHOSEN,), ("glibc", "jemalloc 10 s decay, bg thread")):
-    out["runs"].update(allocator_settings(512, rounds, {k: ALLOCATOR_SETTINGS[k] for k in group})["runs"])
-  return out
+  """The same at the paper's batch of 512, where decay off held 2x XLA's estimate;
+  one setting at a time (each may need ~2x the estimate)."""
+  return allocator_settings(512, rounds, groups=((CHOSEN,), ("jemalloc decay off",),
+                                                 ("jemalloc 10 s decay, bg thread",), ("glibc",)))
 
 
 def _optional_benches():
@@ -389,13 +424,16 @@ def to_markdown(results) -> str:
            f"at the end (1-min); {results['wall_s'] / 60:.1f} min in all. Command: "
            f"`{results['command']}`.", "",
            "| benchmark | batch | step (s) | GFLOP/step | GFLOP/s | in-run f32 peak (GFLOP/s, n) "
-           "| MFU | peak RSS (GiB) | XLA estimate (GiB) |",
+           "| MFU | RSS before → peak over the steps (GiB) | XLA estimate (GiB) |",
            "|---|---|---|---|---|---|---|---|---|"]
   for r in results["train_steps"]:
     lines.append(f"| {r['name']} | {r['batch_size']} | {r['step_time_s']:.3f} | "
                  f"{r['flops_per_step'] / 1e9:.1f} | {r['flops_per_s'] / 1e9:.1f} | "
                  f"{r['matmul_peak_flops'] / 1e9:.0f}, {r['matmul_peak_n']} | {r['mfu']:.2f} | "
-                 f"{gib(r['peak_rss_bytes'])} | {gib(r['peak_memory_bytes'])} |")
+                 f"{gib(r['rss_before_bytes'])} → {gib(r['peak_rss_bytes'])} | "
+                 f"{gib(r['peak_memory_bytes'])} |")
+  for r in results.get("skipped", []):
+    lines.append(f"| {r['name']} | skipped: {r['skipped']} | | | | | | | |")
   for r in results["train_steps"]:
     if r.get("holds_back"):
       lines += ["", f"**{r['name']}**:", "```", *r["holds_back"], "```"]
@@ -410,13 +448,17 @@ def to_markdown(results) -> str:
   for key in ("allocator_settings", "allocator_settings_b512"):
     alloc = results["other"].get(key, {}).get("runs")
     if alloc:
-      lines += ["", f"| allocator (paper-size step, batch {results['other'][key]['batch']}, a "
-                "process each, steps alternated) | step (s) | peak RSS over the steps (GiB) | "
-                "XLA estimate (GiB) |", "|---|---|---|---|"]
+      lines += ["", f"| allocator (paper-size step, batch {results['other'][key]['batch']}; a "
+                "process each, alternated within a group) | step (s) | vs the chosen setting, "
+                "same group | peak RSS over the steps (GiB) | XLA estimate (GiB) |",
+                "|---|---|---|---|---|"]
       for name, a in alloc.items():
         if "error" not in a:
-          lines.append(f"| {name} | {a['step_time_s']:.3f} | {gib(a['peak_rss_steps_bytes'])} | "
-                       f"{gib(a['xla_peak_estimate_bytes'])} |")
+          lines.append(f"| {name} | {a['step_time_s']:.3f} | {a.get('vs_chosen', 1.0):.2f} | "
+                       f"{gib(a['peak_rss_steps_bytes'])} | {gib(a['xla_peak_estimate_bytes'])} |")
+      for g in results["other"][key].get("groups", []):
+        if "skipped" in g:
+          lines.append(f"| {', '.join(g['settings'])} | skipped: {g['skipped']} | | | |")
   mem = results.get("param_memory_by_strategy", {})
   if mem and "error" not in mem:
     lines += ["", "| strategy (paper-size GPICL transformer, 8 fake devices) | params+Adam bytes per device | total |",
@@ -436,7 +478,19 @@ def main():
   parser.add_argument("--out", default="bench/results.json")
   parser.add_argument("--only", default="", help="comma-separated benchmark names")
   parser.add_argument("--quick", action="store_true", help="small sizes only, fewer repeats")
+  parser.add_argument("--render", action="store_true",
+                      help="rewrite the markdown (and what holds steps back) from --out's JSON")
   args = parser.parse_args()
+  if args.render:
+    with open(args.out) as f:
+      results = json.load(f)
+    for r in results["train_steps"]:
+      r["holds_back"] = holds_back(r)
+    with open(args.out, "w") as f:
+      json.dump(results, f, indent=2, default=str)
+    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
+      f.write(to_markdown(results) + "\n")
+    return
   from research import flops as flops_lib
 
   t_start = time.perf_counter()
@@ -460,6 +514,10 @@ def main():
     if (only and name not in only) or (args.quick and "paper" in name):
       continue
     r = _train_step_bench(config_fn, name, 2 if args.quick else repeats, profile)
+    if "skipped" in r:
+      print(f"{name}: skipped, {r['skipped']}", flush=True)
+      results["skipped"] = results.get("skipped", []) + [r]
+      continue
     if name.endswith("bf16"):
       r["matmul_peak_flops"] = results["matmul_peak_flops_bf16"]
       r["mfu"] = r["flops_per_s"] / r["matmul_peak_flops"]
