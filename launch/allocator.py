@@ -23,6 +23,7 @@ import json
 import os
 import shlex
 import sys
+import time
 
 # Chosen by `python -m launch.bench --only allocator_settings,allocator_settings_b512`
 # (README, Machine notes): never purge (decay -1), so a step reuses the previous
@@ -85,15 +86,37 @@ def purge() -> bool:
   return mallctl(b"arena.4096.purge", None, None, None, 0) == 0  # 4096: all arenas.
 
 
+PURGE_EVERY_S = 30.0
+
+
+def start_purger(every_s: float = PURGE_EVERY_S) -> None:
+  """A daemon thread that calls `purge` every `every_s` seconds: with decay off,
+  memory freed once (compilation, evaluation, a larger earlier phase) would otherwise
+  stay resident for the whole run; a step's own working set is re-faulted once per
+  period, not once per step."""
+  import threading  # pylint: disable=import-outside-toplevel
+
+  def loop():
+    while True:
+      time.sleep(every_s)
+      purge()
+  threading.Thread(target=loop, name="jemalloc-purge", daemon=True).start()
+
+
 def ensure_jemalloc(name: str) -> None:
-  """Re-executes the running `python -m <entry point>` under jemalloc (once).
+  """Re-executes the running `python -m <entry point>` under jemalloc (once); once on
+  it with these settings, starts the periodic purge (`start_purger`).
 
   Does nothing unless `name` is "__main__" (so importing an entry point is
-  harmless), jemalloc is installed, not loaded yet, and RESEARCH_NO_JEMALLOC is unset.
+  harmless), jemalloc is installed, and RESEARCH_NO_JEMALLOC is unset.
   """
-  if name != "__main__" or os.environ.get(OFF) == "1" or os.environ.get(_GUARD):
+  if name != "__main__" or os.environ.get(OFF) == "1" or sys.platform != "linux":
     return
-  if sys.platform != "linux" or loaded() or library() is None:
+  if loaded():
+    if os.environ.get("MALLOC_CONF") == MALLOC_CONF:  # Not with a user's own settings.
+      start_purger()
+    return
+  if os.environ.get(_GUARD) or library() is None:
     return
   env = environment()
   env[_GUARD] = "1"

@@ -299,12 +299,12 @@ def allocator_settings(batch: int = 128, rounds: int = 4, groups=None) -> dict:
       continue
     runs = _allocator_group(batch, rounds, group)
     for name, r in runs.items():
-      if "error" not in r and "error" not in runs.get(CHOSEN, {"error": 1}):
+      if len(runs) > 1 and "error" not in r and "error" not in runs.get(CHOSEN, {"error": 1}):
         r["vs_chosen"] = r["step_time_s"] / runs[CHOSEN]["step_time_s"]
       key = name if name not in out["runs"] else f"{name} (group {len(out['groups']) + 1})"
       out["runs"][key] = r
       if "error" not in r:
-        print(f"{key}: {r['step_time_s']:.3f} s/step ({r.get('vs_chosen', 1):.2f}x the chosen), "
+        print(f"{key}: {r['step_time_s']:.3f} s/step ({r.get('vs_chosen', float('nan')):.2f}x the chosen), "
               f"peak RSS {r['peak_rss_steps_bytes'] / 2**30:.2f} GiB (XLA estimate "
               f"{r['xla_peak_estimate_bytes'] / 2**30:.2f} GiB)", flush=True)
     out["groups"].append({"settings": group})
@@ -454,7 +454,8 @@ def to_markdown(results) -> str:
                 "|---|---|---|---|---|"]
       for name, a in alloc.items():
         if "error" not in a:
-          lines.append(f"| {name} | {a['step_time_s']:.3f} | {a.get('vs_chosen', 1.0):.2f} | "
+          vs = f"{a['vs_chosen']:.2f}" if "vs_chosen" in a else "alone"
+          lines.append(f"| {name} | {a['step_time_s']:.3f} | {vs} | "
                        f"{gib(a['peak_rss_steps_bytes'])} | {gib(a['xla_peak_estimate_bytes'])} |")
       for g in results["other"][key].get("groups", []):
         if "skipped" in g:
