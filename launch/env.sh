@@ -1,11 +1,8 @@
-# Sourced by the Makefile and .ci/run: a fast allocator for XLA on CPU.
-# glibc malloc returns XLA's large temporaries to the kernel after every step and
-# page-faults them back (~2 GiB/step measured); jemalloc with decay off keeps them,
-# which made a GPICL train step 2x faster on the 2-core dev machine.
-for lib in /usr/lib/x86_64-linux-gnu/libjemalloc.so.2 /usr/lib/aarch64-linux-gnu/libjemalloc.so.2; do
-  if [ -f "$lib" ]; then
-    export LD_PRELOAD="$lib${LD_PRELOAD:+:$LD_PRELOAD}"
-    export MALLOC_CONF="${MALLOC_CONF:-dirty_decay_ms:-1,muzzy_decay_ms:-1}"
-    break
-  fi
-done
+# Sourced by the Makefile and .ci/run: jemalloc for XLA on CPU, for processes that do
+# not go through a launcher (pytest, notebooks started by hand). The launchers arrange
+# it themselves (launch/allocator.py, which also holds the settings and why).
+_research_py="${PYTHON:-python3}"
+if command -v "$_research_py" >/dev/null 2>&1; then
+  eval "$("$_research_py" "$(dirname "${BASH_SOURCE[0]:-$0}")/allocator.py" --shell)"
+fi
+unset _research_py

@@ -10,6 +10,10 @@ fails, and stops the others instead of leaving them waiting on a dead peer.
 """
 from __future__ import annotations
 
+from launch import allocator
+
+allocator.ensure_jemalloc(__name__)  # First: may re-exec this process under jemalloc.
+
 import argparse
 import os
 import socket

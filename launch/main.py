@@ -10,6 +10,10 @@ from SLURM / Cloud TPU (--distributed).
 """
 from __future__ import annotations
 
+from launch import allocator
+
+allocator.ensure_jemalloc(__name__)  # First: may re-exec this process under jemalloc.
+
 import logging
 import os
 import sys

@@ -19,6 +19,10 @@ code groups runs by.
 """
 from __future__ import annotations
 
+from launch import allocator
+
+allocator.ensure_jemalloc(__name__)  # First: may re-exec this process under jemalloc.
+
 import argparse
 import dataclasses
 import hashlib

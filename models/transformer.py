@@ -27,6 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from models import cpu_attention
 from models.layers import paper_tokens, query_layout_tokens
 from models.registry import LEARNERS
 
@@ -55,17 +56,33 @@ def _layer_norm(name):
   )
 
 
-def dot_product_attention(q, k, v, mask, implementation: str = "xla"):
+# The one logit given to masked-out pairs (finite: a fully masked row stays uniform, not NaN).
+MASK_VALUE = -1e30
+ATTENTION = ("auto", "xla", "jax", "cpu_fused")
+
+
+def dot_product_attention(q, k, v, mask, implementation: str = "auto"):
   """q, k, v: [B, T, H, D]; mask: bool [B or 1, 1, T, T] (True = may attend).
 
-  `implementation="jax"` calls `jax.nn.dot_product_attention` (cuDNN flash
-  attention on GPU when shapes allow); `"xla"` is the explicit einsum form.
+  `"xla"` is the explicit einsum form; `"jax"` calls `jax.nn.dot_product_attention`
+  (cuDNN flash attention on GPU when shapes allow); `"cpu_fused"` the fused float32
+  CPU kernel (`models/cpu_attention.py`: scores kept in cache, masked key ranges
+  skipped); `"auto"` that kernel where it runs (CPU, float32, a C++ compiler) and
+  the einsum form elsewhere. All agree to float32 rounding, forward and backward
+  (tests/gpicl/test_transformer.py).
   """
+  if implementation not in ATTENTION:
+    raise ValueError(f"attention implementation {implementation!r}; use one of {ATTENTION}")
   if implementation == "jax":
     return jax.nn.dot_product_attention(q, k, v, mask=mask)
+  if implementation == "cpu_fused" and not cpu_attention.supports(q, mask):
+    raise ValueError(f"attention='cpu_fused' needs float32 on CPU and a built kernel (got "
+                     f"{q.dtype} on {jax.default_backend()}); use 'auto' to fall back to 'xla'")
+  if implementation != "xla" and cpu_attention.supports(q, mask):
+    return cpu_attention.attention(q, k, v, mask)
   scale = q.shape[-1] ** -0.5
   logits = jnp.einsum("bqhd,bkhd->bhqk", q * scale, k)
-  logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+  logits = jnp.where(mask, logits, jnp.asarray(MASK_VALUE, logits.dtype))
   weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
   return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
@@ -75,7 +92,7 @@ class Block(nn.Module):
   num_heads: int
   head_dim: int
   mlp_dim: int
-  attention: str = "xla"
+  attention: str = "auto"
   dtype: str = "float32"
 
   @nn.compact
@@ -140,7 +157,7 @@ class Transformer(nn.Module):
   # previous-token head (attention by position); a larger init was probed as a
   # plateau intervention (experiments/gpicl/README.md: no effect in 500 steps).
   pos_init_std: float = 0.02
-  attention: str = "xla"
+  attention: str = "auto"  # See `dot_product_attention`.
   remat: bool = False
   dtype: str = "float32"  # Computation dtype; "bfloat16" keeps float32 master weights.
 

@@ -194,9 +194,11 @@ def _train_and_evaluate(config, workdir: str, lock: list) -> dict[str, Any]:
   flops_per_step = flops_lib.compiled_flops(compiled) / num_seeds
   peak = config.peak_flops or _process_peak()
   info = dict(exp.info, flops_per_step=flops_per_step, peak_flops_per_device=peak,
+              peak_matmul_n=None if config.peak_flops else PEAK_MATMUL_N,
               devices=jax.device_count(), processes=jax.process_count(),
               mesh=dict(mesh.shape), num_seeds=num_seeds,
-              memory_estimate_bytes=flops_lib.compiled_memory(compiled).get("peak_estimate"))
+              memory_estimate_bytes=flops_lib.compiled_memory(compiled).get("peak_estimate"),
+              **flops_lib.machine_info())
   _say(f"{config.task}: " + ", ".join(f"{k}={v}" for k, v in info.items()))
 
   # --------------------------------------------------------------------------
@@ -549,16 +551,25 @@ class StepFunctions:
       call = jax.vmap(call, in_axes=(0, self._frozen_axes, 0 if self.host else None, 0))
     return call
 
+  def jitted(self, n: int):
+    """The jitted call of `n` updates (models' activation constraints apply while it
+    traces)."""
+    call, mesh, rules = self._calls(n), self._mesh, self._rules
+
+    def with_rules(*args):
+      with sharding.activation_rules(mesh, rules):
+        return call(*args)
+
+    batch_sh = (self._batch_sharding1 if n == 1 else self._batch_sharding) if self.host else None
+    return jax.jit(with_rules, donate_argnums=0,
+                   in_shardings=(self._state_sharding, self._frozen_sharding, batch_sh, None),
+                   out_shardings=(self._state_sharding, sharding.replicated(mesh)))
+
   def compiled(self, n: int, state, frozen, batches, train_keys):
     """The executable for calls of `n` updates (compiled on first use, from the
     arguments' shapes)."""
     if n not in self._compiled:
-      batch_sh = (self._batch_sharding1 if n == 1 else self._batch_sharding) if self.host else None
-      jitted = jax.jit(self._calls(n), donate_argnums=0,
-                       in_shardings=(self._state_sharding, self._frozen_sharding, batch_sh, None),
-                       out_shardings=(self._state_sharding, sharding.replicated(self._mesh)))
-      with sharding.activation_rules(self._mesh, self._rules):
-        self._compiled[n] = jitted.lower(state, frozen, batches, train_keys).compile()
+      self._compiled[n] = self.jitted(n).lower(state, frozen, batches, train_keys).compile()
     return self._compiled[n]
 
 
@@ -674,7 +685,8 @@ class host_batches:
 # ----------------------------------------------------------------------------
 def fresh_state_and_step(config, mesh):
   """(experiment, initial sharded state, jitted one-update step, inputs) for a config on a
-  mesh: the trainer's own pieces. Step i runs as `state, metrics = step(state, *inputs(i))`."""
+  mesh: the trainer's own pieces, for benchmarks and sharding tests. Step i runs as
+  `state, metrics = step(state, *inputs(i))`; `step.lower(state, *inputs(0))` compiles it."""
   rules = sharding.rules_from_config(config.sharding.rules)
   exp = build_experiment(config, mesh)
   tx = optim.make_optimizer(config)
@@ -685,17 +697,19 @@ def fresh_state_and_step(config, mesh):
   frozen = {} if exp.frozen is None else exp.frozen
   fns = StepFunctions(exp, tx, mesh, rules, state_sharding, config, frozen)
   batches = host_batches(exp, train_keys, mesh, rules, config, None, 0)
-  step = fns.compiled(1, state, frozen, batches.spec(0, 1), train_keys)
-  return exp, state, step, lambda i: (frozen, batches.peek(i), train_keys)
+  return exp, state, fns.jitted(1), lambda i: (frozen, batches.peek(i), train_keys)
 
 
 # ----------------------------------------------------------------------------
 # Small helpers: console output, progress bar, preemption, the matmul peak.
 # ----------------------------------------------------------------------------
+PEAK_MATMUL_N = 1536  # The square f32 matmul whose speed is the MFU's denominator.
+
+
 @functools.cache
 def _process_peak() -> float:
   """The f32 matmul peak, measured once per process (valid only in this process)."""
-  return flops_lib.matmul_peak(n=1536, repeats=3)
+  return flops_lib.matmul_peak(n=PEAK_MATMUL_N, repeats=3)
 
 
 def _say(text: str) -> None:

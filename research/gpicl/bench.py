@@ -4,10 +4,15 @@ backend: forward + backward of each kind of work at the paper's shapes (sequence
 
 The parts are written out directly (not the model) so that each runs alone:
   dense        the 6 weight matmuls of every layer (qkv, out, MLP in/out)
-  attention    scores, causal mask, softmax, weighted sum (the einsum form)
+  attention    scores, causal mask, softmax, weighted sum: the model's own
+               `dot_product_attention`, for each implementation ("xla" einsum form,
+               "jax" = jax.nn.dot_product_attention, "cpu_fused" kernel); the part
+               called `attention` is the one the model uses by default ("auto")
   elementwise  LayerNorm ×2 and GELU of every layer
-Each reports seconds and its share of the measured f32 matmul peak, so the run says
-which part holds the step's MFU down. `launch.bench` runs it as `gpicl_step_breakdown`.
+Each part is timed alternately with the f32 2048³ matmul (`flops.time_against_peak`),
+so its fraction of the peak holds on a loaded machine. Attention FLOPs are counted
+as the einsum form computes them (all T² scores), whatever an implementation skips.
+`launch.bench` runs it as `gpicl_step_breakdown`.
 """
 from __future__ import annotations
 
@@ -19,10 +24,6 @@ from research import flops as flops_lib
 L, D, H, HD, F, LAYERS = 100, 256, 8, 32, 1024, 4
 
 
-def _median_time(fn, *args):
-  return flops_lib.time_fn(jax.jit(fn), *args, repeats=5)
-
-
 def _dense_loss(w, x):
   h = x
   for _ in range(LAYERS):
@@ -31,14 +32,16 @@ def _dense_loss(w, x):
   return jnp.sum(h**2)
 
 
-def _attention_loss(q):
-  mask = jnp.tril(jnp.ones((L, L), bool))
-  h = q
-  for _ in range(LAYERS):
-    s = jnp.einsum("bqhd,bkhd->bhqk", h * HD**-0.5, h)
-    p = jax.nn.softmax(jnp.where(mask, s, -1e9), -1)
-    h = jnp.einsum("bhqk,bkhd->bqhd", p, h)
-  return jnp.sum(h**2)
+def _attention_loss(implementation):
+  from models import transformer  # pylint: disable=import-outside-toplevel
+  mask = jnp.tril(jnp.ones((L, L), bool))[None, None]
+
+  def loss(q):
+    h = q
+    for _ in range(LAYERS):
+      h = transformer.dot_product_attention(h, h, h, mask, implementation)
+    return jnp.sum(h**2)
+  return loss
 
 
 def _elementwise_loss(x, wide):
@@ -52,10 +55,15 @@ def _elementwise_loss(x, wide):
   return jnp.sum(h**2) + jnp.sum(wide**2)
 
 
-def bench_step_breakdown(batch: int = 64) -> dict:
+def attention_implementations() -> list[str]:
+  from models import cpu_attention  # pylint: disable=import-outside-toplevel
+  return ["xla", "jax"] + (["cpu_fused"] if jax.default_backend() == "cpu"
+                           and cpu_attention.available() else [])
+
+
+def bench_step_breakdown(batch: int = 64, rounds: int = 3) -> dict:
   """Seconds and fraction of the f32 matmul peak for each part (fwd + bwd)."""
   from models import transformer  # pylint: disable=import-outside-toplevel
-  peak = flops_lib.matmul_peak(n=1536, repeats=3)
   k = jax.random.split(jax.random.key(0), 6)
   tokens = batch * L
   w = {"qkv": jax.random.normal(k[0], (D, 3 * D)) * D**-0.5,
@@ -65,28 +73,39 @@ def bench_step_breakdown(batch: int = 64) -> dict:
   x = jax.random.normal(k[4], (tokens, D))
   q = jax.random.normal(k[5], (batch, L, H, HD))
   wide = jax.random.normal(k[5], (tokens, F))
+  timed = lambda fn, *args, flops=0: flops_lib.time_against_peak(
+      jax.jit(jax.grad(fn)), *args, flops=flops, rounds=rounds, repeats=3)
+  attention_flops = 3 * 2 * 2 * batch * H * L * L * HD * LAYERS
+  by_impl = {impl: timed(_attention_loss(impl), q, flops=attention_flops)
+             for impl in attention_implementations()}
+  default = "cpu_fused" if "cpu_fused" in by_impl else "xla"  # What "auto" runs here.
   parts = {
-      "dense": (_median_time(jax.grad(_dense_loss), w, x),
-                3 * 2 * tokens * LAYERS * (D * 3 * D + D * D + 2 * D * F)),
-      "attention": (_median_time(jax.grad(_attention_loss), q),
-                    3 * 2 * 2 * batch * H * L * L * HD * LAYERS),
-      "elementwise": (_median_time(jax.grad(_elementwise_loss), x, wide), 0),
+      "dense": timed(_dense_loss, w, x,
+                     flops=3 * 2 * tokens * LAYERS * (D * 3 * D + D * D + 2 * D * F)),
+      "attention": dict(by_impl[default], implementation=default),
+      "elementwise": timed(_elementwise_loss, x, wide),
   }
-  # The whole model (paper layout, 196-dim inputs), forward + backward.
-  model = transformer.Transformer(num_classes=10, d_model=D, num_layers=LAYERS, num_heads=H,
-                                  head_dim=HD, mlp_ratio=F // D, max_len=L, layout="paper")
+  # The whole model (paper layout, 196-dim inputs), forward + backward, with the
+  # default attention; FLOPs counted with the einsum form (XLA cannot see into the kernel).
   xs = jax.random.normal(k[4], (batch, L, 196))
   ys = jax.random.randint(k[5], (batch, L), 0, 10)
+
+  def model_loss(implementation):
+    model = transformer.Transformer(num_classes=10, d_model=D, num_layers=LAYERS, num_heads=H,
+                                    head_dim=HD, mlp_ratio=F // D, max_len=L, layout="paper",
+                                    attention=implementation)
+    return model, lambda p: jnp.mean(model.apply(p, xs, ys)**2)
+
+  model, loss = model_loss("xla")
   params = model.init(jax.random.key(1), xs[:1], ys[:1])
-  loss = lambda p: jnp.mean(model.apply(p, xs, ys)**2)
-  grad = jax.jit(jax.grad(loss))
-  model_flops = flops_lib.compiled_flops(grad.lower(params).compile())
-  model_s = _median_time(jax.grad(loss), params)
-  out = {"batch": batch, "matmul_peak_flops": peak,
-         "model": {"seconds": model_s, "flops": model_flops,
-                   "fraction_of_peak": model_flops / model_s / peak}}
-  total = sum(s for s, _ in parts.values())
-  for name, (s, f) in parts.items():
-    out[name] = {"seconds": s, "share_of_parts_time": s / total,
-                 "fraction_of_peak": f / s / peak if f else None}
+  model_flops = flops_lib.compiled_flops(jax.jit(jax.grad(loss)).lower(params).compile())
+  out = {"batch": batch, "matmul_peak_n": flops_lib.PEAK_N,
+         "matmul_peak_flops": parts["dense"]["peak_flops"],
+         "model": dict(timed(model_loss("auto")[1], params, flops=model_flops), flops=model_flops,
+                       attention=default),
+         "model_einsum_attention": dict(timed(loss, params, flops=model_flops), flops=model_flops),
+         "attention_by_implementation": by_impl}
+  total = sum(p["seconds"] for p in parts.values())
+  for name, p in parts.items():
+    out[name] = dict(p, share_of_parts_time=p["seconds"] / total)
   return out

@@ -71,21 +71,64 @@ def sample_unseen_ids(key, batch: int):
   return UNSEEN_OFFSET + jax.random.randint(key, (batch,), 0, 2**30 - 1, dtype=jnp.int32)
 
 
+def distinct_ints(key, n, k: int):
+  """k distinct ints drawn uniformly from [0, n), in uniformly random order.
+
+  Floyd's algorithm: for j = n-k .. n-1 draw t in [0, j] and keep t, or j if t was
+  already kept. Nothing of size n is built (`jax.random.choice(replace=False)`
+  permutes all n per call), so the cost is O(k²) compares whatever the pool size;
+  `n` may be traced but must be >= k. Floyd's set is uniform but its order is not
+  (late j land late), hence the shuffle of the k.
+  """
+  k_draw, k_order = jax.random.split(key)
+  tops = n - k + 1 + jnp.arange(k, dtype=jnp.int32)  # t_i is uniform in [0, tops_i).
+  draws = jax.random.randint(k_draw, (k,), 0, tops, dtype=jnp.int32)
+
+  def add(i, chosen):
+    t = draws[i]
+    return chosen.at[i].set(jnp.where(jnp.any(chosen == t), tops[i] - 1, t))
+
+  chosen = jax.lax.fori_loop(0, k, add, jnp.full((k,), -1, jnp.int32))
+  return jax.random.permutation(k_order, chosen)
+
+
+def _class_tables(y_pool, num_classes: int):
+  """Pool rows grouped by class: (order, start of each class in it, count per class).
+
+  O(n log n), but it depends on the pool only: under `vmap` over sequences it is
+  built once per batch, not once per sequence.
+  """
+  order = jnp.argsort(y_pool, stable=True).astype(jnp.int32)
+  counts = jnp.zeros((num_classes,), jnp.int32).at[y_pool].add(1)
+  return order, jnp.cumsum(counts) - counts, counts
+
+
 def sample_examples(key, x_pool, y_pool, seq_len: int, classes=None, num_classes: int = 0):
   """`seq_len` fresh base examples: without replacement when the pool allows.
 
+  Every ordered choice of `seq_len` distinct rows is equally likely, and the
+  per-sequence cost does not grow with the pool (`distinct_ints`).
   `classes` (optional, int, may be traced): draw only from a random subset of
   that many of the pool's `num_classes` classes (a curriculum; the subset's
-  examples must number at least `seq_len`).
+  examples must number at least `seq_len`), uniformly over the subset's rows.
   """
   n = x_pool.shape[0]
   if classes is None:
-    idx = jax.random.choice(key, n, (seq_len,), replace=n < seq_len)
+    if n < seq_len:
+      idx = jax.random.randint(key, (seq_len,), 0, n, dtype=jnp.int32)
+    else:
+      idx = distinct_ints(key, n, seq_len)
     return x_pool[idx], y_pool[idx]
   k_classes, k_idx = jax.random.split(key)
+  order, starts, counts = _class_tables(y_pool, num_classes)
   rank = jax.random.permutation(k_classes, num_classes)  # Class c is kept iff rank[c] < classes.
-  keep = (rank[y_pool] < classes).astype(jnp.float32)
-  idx = jax.random.choice(k_idx, n, (seq_len,), replace=n < seq_len, p=keep / keep.sum())
+  kept = jnp.where(rank < classes, counts, 0)
+  kept_end = jnp.cumsum(kept)
+  # Number the kept classes' rows 0..m-1 (class by class), draw from that range,
+  # and map each number back to its class and row.
+  v = distinct_ints(k_idx, kept_end[-1], seq_len)
+  c = jnp.searchsorted(kept_end, v, side="right")
+  idx = order[starts[c] + v - (kept_end[c] - kept[c])]
   return x_pool[idx], y_pool[idx]
 
 

@@ -1,12 +1,21 @@
 """The step-breakdown benchmark runs and accounts for its parts (tiny batch)."""
+from models import cpu_attention
 from research.gpicl import bench
 
 
 def test_step_breakdown_reports_every_part():
-  r = bench.bench_step_breakdown(batch=2)
+  r = bench.bench_step_breakdown(batch=2, rounds=1)
   shares = [r[p]["share_of_parts_time"] for p in ("dense", "attention", "elementwise")]
   assert abs(sum(shares) - 1.0) < 1e-6 and min(shares) > 0
-  # FLOP counts are exact formulas; the model's comes from XLA and must exceed its
-  # weight matmuls' alone.
+  # FLOP counts are exact formulas; the model's comes from XLA (einsum attention) and
+  # must exceed its weight matmuls' alone.
   assert r["model"]["flops"] > 3 * 2 * 2 * 100 * 4 * (256 * 768 + 256 * 256 + 2 * 256 * 1024)
   assert 0 < r["dense"]["fraction_of_peak"] and r["elementwise"]["fraction_of_peak"] is None
+  # Every attention implementation is timed against the same in-run peak; the part
+  # called "attention" is what the model runs by default.
+  impls = {"xla", "jax"} | ({"cpu_fused"} if cpu_attention.available() else set())
+  assert set(r["attention_by_implementation"]) == impls
+  assert all(v["fraction_of_peak"] > 0 and v["peak_n"] == 2048
+             for v in r["attention_by_implementation"].values())
+  assert r["attention"]["implementation"] == ("cpu_fused" if cpu_attention.available() else "xla")
+  assert r["model"]["attention"] == r["attention"]["implementation"]

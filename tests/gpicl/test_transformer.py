@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from models import cpu_attention
 from models import transformer
 
 
@@ -29,7 +30,7 @@ def test_shapes_and_finite(layout):
 
 
 @pytest.mark.parametrize("layout", ["paper", "query"])
-@pytest.mark.parametrize("attention", ["xla", "jax"])
+@pytest.mark.parametrize("attention", transformer.ATTENTION)
 def test_causality(layout, attention):
   """logits[:, t] depends on x[:, :t+1] and y[:, :t] only."""
   m = _model(layout, attention=attention)
@@ -48,11 +49,79 @@ def test_causality(layout, attention):
   np.testing.assert_allclose(base[:, t], m.apply(params, x, y3)[:, t], atol=1e-5)
 
 
-def test_attention_implementations_agree():
+KERNEL = jax.default_backend() == "cpu" and cpu_attention.available()
+needs_kernel = pytest.mark.skipif(not KERNEL, reason="no CPU backend or the fused CPU "
+                                                     "attention kernel could not be built here")
+
+
+@pytest.mark.parametrize("layout", ["paper", "query"])
+@pytest.mark.parametrize("attention", ["jax", "cpu_fused", "auto"])
+def test_attention_implementations_agree_forward_and_backward(layout, attention):
+  """Every implementation gives the einsum form's logits and parameter gradients."""
+  if attention == "cpu_fused" and not KERNEL:
+    pytest.skip("no CPU backend or the fused CPU attention kernel could not be built here")
   x, y = _data()
-  a, b = _model("query"), _model("query", attention="jax")
+  a, b = _model(layout, attention="xla"), _model(layout, attention=attention)
   params = a.init(jax.random.key(0), x, y)
-  np.testing.assert_allclose(a.apply(params, x, y), b.apply(params, x, y), atol=1e-4)
+  np.testing.assert_allclose(a.apply(params, x, y), b.apply(params, x, y), rtol=1e-5, atol=1e-5)
+  loss = lambda m: lambda p: jnp.sum(jnp.sin(m.apply(p, x, y)))
+  ga, gb = jax.grad(loss(a))(params), jax.grad(loss(b))(params)
+  for u, v in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):
+    np.testing.assert_allclose(u, v, rtol=1e-4, atol=1e-5)
+
+
+def _qkv(shape, seed=0):
+  return [jax.random.normal(k, shape) for k in jax.random.split(jax.random.key(seed), 4)]
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", [(4, 100, 8, 32), (3, 37, 3, 20), (2, 200, 2, 64)])
+@pytest.mark.parametrize("mask_kind", ["causal", "per_example", "dead_row"])
+def test_fused_kernel_matches_einsum(shape, mask_kind):
+  """Paper shapes, odd sizes (padding), per-example masks and a row with no allowed key."""
+  b, t = shape[:2]
+  q, k, v, g = _qkv(shape)
+  causal = jnp.tril(jnp.ones((t, t), bool))
+  mask = {"causal": causal[None, None],
+          "per_example": (jax.random.uniform(jax.random.key(5), (b, 1, t, t)) < 0.3)
+                         | jnp.eye(t, dtype=bool),
+          "dead_row": causal.at[t // 2].set(False)[None, None]}[mask_kind]
+  ref = lambda q, k, v: transformer.dot_product_attention(q, k, v, mask, "xla")
+  fused = jax.jit(lambda q, k, v: transformer.dot_product_attention(q, k, v, mask, "cpu_fused"))
+  np.testing.assert_allclose(fused(q, k, v), ref(q, k, v), rtol=1e-5, atol=2e-6)
+  grad = lambda fn: jax.grad(lambda *a: jnp.sum(fn(*a) * g), (0, 1, 2))(q, k, v)
+  for u, w in zip(grad(ref), grad(fused)):
+    np.testing.assert_allclose(w, u, rtol=1e-5, atol=2e-6)
+
+
+@needs_kernel
+def test_fused_kernel_under_vmap_and_on_sharded_inputs():
+  """vmap over a leading axis (per-example masks included) and batch-sharded inputs."""
+  q, k, v, _ = _qkv((3, 4, 50, 2, 16))
+  causal = jnp.tril(jnp.ones((50, 50), bool))[None, None]
+  masks = jnp.stack([causal, causal.at[..., 7, :].set(False), jnp.ones_like(causal)])
+  fn = lambda impl: jax.vmap(lambda q, k, v, m: transformer.dot_product_attention(q, k, v, m, impl))
+  np.testing.assert_allclose(fn("cpu_fused")(q, k, v, masks), fn("xla")(q, k, v, masks),
+                             rtol=1e-5, atol=2e-6)
+  mesh = jax.make_mesh((len(jax.devices()),), ("data",))
+  spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  q, k, v, _ = (jax.device_put(x, spec) for x in _qkv((len(jax.devices()), 20, 2, 16)))
+  causal = jnp.tril(jnp.ones((20, 20), bool))[None, None]
+  out = jax.jit(lambda q, k, v: transformer.dot_product_attention(q, k, v, causal, "cpu_fused"))
+  np.testing.assert_allclose(out(q, k, v), transformer.dot_product_attention(q, k, v, causal, "xla"),
+                             rtol=1e-5, atol=2e-6)
+
+
+def test_attention_names_and_fallbacks():
+  x, y = _data()
+  with pytest.raises(ValueError, match="attention implementation"):
+    _model("paper", attention="flash").init(jax.random.key(0), x, y)
+  # "auto" in bfloat16 falls back to the einsum form; "cpu_fused" says why it cannot run.
+  params = _model("paper", dtype="bfloat16").init(jax.random.key(0), x, y)
+  np.testing.assert_array_equal(_model("paper", dtype="bfloat16").apply(params, x, y),
+                                _model("paper", dtype="bfloat16", attention="xla").apply(params, x, y))
+  with pytest.raises(ValueError, match="float32 on CPU"):
+    _model("paper", dtype="bfloat16", attention="cpu_fused").apply(params, x, y)
 
 
 def test_gradients_reach_every_parameter():
