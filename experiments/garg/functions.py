@@ -10,10 +10,10 @@ covariance inputs and on inputs scaled by 2 (Garg's distribution shifts). Three 
 train in one vmapped step.
 
 Command (the README's numbers):
-  python -m launch.main --config experiments/garg/functions.py --workdir runs/garg/linear_d8
+  python -m launch.main --config experiments/garg/functions.py --workdir runs/garg/linear_d5
 Variants:
   :family=sparse_linear_regression   Garg's other classes (decision_tree, relu_net)
-  :dim=5                             input dimension (sequence length 3·dim)
+  :dim=8                             input dimension (default 5; sequence length 3·dim)
   :tiny                              a few steps, for tests
 Measured: experiments/garg/README.md.
 """
@@ -25,7 +25,7 @@ CLASSICAL = ("least_squares", "ridge", "knn1", "knn_sqrt", "lasso")
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, tiny=False, family="linear_regression", dim=8, steps=0, seeds=3,
+  a = common.parse_arg(arg, tiny=False, family="linear_regression", dim=5, steps=0, seeds=3,
                        lr=1e-3, batch=64)
   c = defaults.get_config("transformer", "tiny" if a.tiny else "small")
   c.data.family = a.family
@@ -37,7 +37,7 @@ def get_config(arg=None):
   f.eval_shifts = ("skewed", "scaled")
   c.eval.datasets = ()
   c.eval.classical = CLASSICAL
-  steps = a.steps or 4000
+  steps = a.steps or 3000
   c.curriculum.update(steps=steps // 2, dim_start=max(1, a.dim // 2), loss_len_start=a.dim + 1)
   c.optimizer.learning_rate = a.lr
   c.train.update(num_steps=steps, batch_size=a.batch, num_seeds=a.seeds, steps_per_call=10,

@@ -33,7 +33,7 @@ def get_config(arg=None):
   c.eval.datasets = ()
   c.eval.classical = ("least_squares", "knn1")
   c.optimizer.learning_rate = a.lr
-  c.train.update(num_steps=a.steps or 4000, batch_size=a.batch, num_seeds=a.seeds,
+  c.train.update(num_steps=a.steps or 2000, batch_size=a.batch, num_seeds=a.seeds,
                  steps_per_call=10, log_every=100, eval_every=1000, checkpoint_every=1000,
                  tensorboard=False)
   if a.tiny:

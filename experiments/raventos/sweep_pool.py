@@ -1,10 +1,10 @@
-r"""Pool-size sweep (Raventós et al. 2023, Fig. 2): 2^1 … 2^13 weight vectors and fresh
-tasks, three seeds each (vmapped in one run).
+r"""Pool-size sweep (Raventós et al. 2023, Fig. 2): 2^1, 2^4, … 2^13 weight vectors and
+fresh tasks, three seeds each (vmapped in one run); the extremes run first.
 
   python -m launch.sweep experiments/raventos/sweep_pool.py --run
   python -m launch.sweep experiments/raventos/sweep_pool.py --run --arg tiny
 """
-POOL = [2**k for k in (1, 3, 5, 7, 9, 11, 13)] + [0]  # 0: fresh w every sequence.
+POOL = [0] + [2**k for k in (1, 13, 7, 4, 10)]  # 0: fresh w every sequence.
 CONFIG = "experiments/raventos/pool.py"
 
 

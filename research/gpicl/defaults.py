@@ -43,6 +43,7 @@ def get_config(learner: str = "transformer", size: str = "small",
       bias_shared_projection=False,  # Biased sequences share task 0's projection.
       sequences_per_task=1,         # Sequences per sampled task (the paper: 512 = 16 × 32).
       classes_min=0,                # k >= 2: each sequence from a random subset of k..C classes.
+      features_min=0,               # m >= 1: each sequence keeps a random m..all of the features.
   ))
   c.families = families.config_section()  # Every other family's keys (research/families/).
   # Step-dependent curricula, all off (research/gpicl/curriculum.py): each moves

@@ -7,7 +7,11 @@ Training sequences: fresh examples of the base data's train split under task ids
 from the pool (biased distribution, grouped tasks and the curricula of
 research/gpicl/curriculum.py included). `tasks.classes_min` = k ≥ 2 draws each
 sequence's examples from a random subset of between k and all classes (uniform), so
-that a learner meets tasks of every class count (a 2-class table as well as 10 digits).
+that a learner meets tasks of every class count (a 2-class table as well as 10 digits);
+`tasks.features_min` = m ≥ 1 keeps a random subset of between m and all F of the base
+data's features in each sequence (the others zeroed before the projection; the count
+log-uniform in [m, F], so that few features are as common as many), so that it meets
+inputs of every intrinsic dimension (a 4-feature table as well as 64 pixels).
 
 Evaluation sets (fixed keys; the sequences of the GPICL evaluation since the start):
   seen      training task ids, test split of the base data
@@ -78,6 +82,10 @@ def other_pool(config, name):
   return (offline.fit_dim(x, d.input_dim), y), other.num_classes
 
 
+def per_task_of(config) -> int:
+  return config.tasks.sequences_per_task
+
+
 def task_kwargs(config) -> dict:
   t = config.tasks
   return dict(task_seed=t.task_seed, proj_std=t.proj_std, bias_std=t.bias_std,
@@ -108,7 +116,16 @@ def build(config, spec) -> families_lib.Family:
   require(t.classes_min == 0 or 2 <= t.classes_min <= classes_of,
           f"config.tasks.classes_min={t.classes_min} must be 0 (off) or in [2, {classes_of}] "
           f"(the classes of {dataset})")
+  require(not ((t.classes_min or t.features_min) and
+               (config.curriculum.classes_start or per_task_of(config) > 1
+                or t.bias_shared_projection)),
+          "config.tasks.classes_min / features_min cannot be combined with "
+          "curriculum.classes_start, tasks.sequences_per_task > 1 or tasks.bias_shared_projection")
   pools, base_classes = base_pools(config, spec.dataset)
+  features = int((np.abs(pools["train"][0]).sum(0) > 0).sum())  # Not the zero padding.
+  require(0 <= t.features_min <= features,
+          f"config.tasks.features_min={t.features_min} must be 0 (off) or in [1, {features}] "
+          f"(the features of {dataset})")
   kw = task_kwargs(config)
   per_task = t.sequences_per_task
 
@@ -129,8 +146,9 @@ def build(config, spec) -> families_lib.Family:
     # Optional curriculum: biased sequences share task 0's projection and differ
     # only in their label permutation, so only the context identifies them.
     proj_ids = jnp.where(biased, 0, ids) if t.bias_shared_projection else None
-    if t.classes_min:
-      x, y = _varied_classes(k_seq, ids, pool, d.seq_len, base_classes, t.classes_min, kw)
+    if t.classes_min or t.features_min:
+      x, y = _varied(k_seq, ids, pool, d.seq_len, base_classes, t.classes_min, t.features_min,
+                     features, kw)
     else:
       x, y = sampler.make_sequences(k_seq, ids, *pool, d.seq_len, base_classes,
                                     proj_ids=proj_ids, classes=classes, **kw)
@@ -170,15 +188,25 @@ def build(config, spec) -> families_lib.Family:
                              info={"dataset": dataset})
 
 
-def _varied_classes(key, ids, pool, length, num_classes, classes_min, kw):
-  """Like sampler.make_sequences, each sequence from a random subset of k classes,
-  k uniform in [classes_min, num_classes]."""
+def _varied(key, ids, pool, length, num_classes, classes_min, features_min, features, kw):
+  """Like sampler.make_sequences, each sequence from a random subset of k classes, k
+  uniform in [classes_min, num_classes] (all if classes_min = 0), and of f of the first
+  `features` features, log f uniform in [log features_min, log features] (all if
+  features_min = 0)."""
   dim = pool[0].shape[1]
 
   def one(k, task_id):
-    k_count, k_ex = jax.random.split(k)
-    count = jax.random.randint(k_count, (), classes_min, num_classes + 1)
+    k_count, k_ex, k_feat = jax.random.split(k, 3)
+    count = (jax.random.randint(k_count, (), classes_min, num_classes + 1) if classes_min
+             else None)
     x, y = sampler.sample_examples(k_ex, *pool, length, count, num_classes)
+    if features_min:
+      k_num, k_which = jax.random.split(k_feat)
+      log_f = jax.random.uniform(k_num, (), minval=jnp.log(features_min),
+                                 maxval=jnp.log(features + 1.0))
+      keep = jnp.floor(jnp.exp(log_f)).astype(jnp.int32)
+      rank = jax.random.permutation(k_which, dim) + (jnp.arange(dim) >= features) * dim
+      x = x * (jnp.argsort(jnp.argsort(rank)) < keep)
     task = sampler.task_from_id(kw["task_seed"], task_id, dim, num_classes,
                                 proj_std=kw["proj_std"], bias_std=kw["bias_std"],
                                 permute_prob=kw["permute_prob"])

@@ -166,3 +166,24 @@ def test_mixture_proportions_and_errors():
     families.build(c, "mixture")
   with pytest.raises(ConfigError, match="not built on a dataset"):
     families.build(c, "linear_regression@digits")
+
+
+def test_projection_varies_classes_and_features(monkeypatch):
+  """tasks.classes_min / features_min: every class count from k to all, feature subsets
+  (counted here under identity tasks, where a dropped feature stays 0)."""
+  from research.gpicl import sampler
+  monkeypatch.setattr(sampler, "task_from_id",
+                      lambda seed, i, dim, c, **kw: sampler.identity_task(dim, c))
+  c = _config("projection")
+  c.data.seq_len = 32
+  c.tasks.update(classes_min=2, features_min=3)
+  fam = families.build(c, "projection")
+  b = jax.jit(lambda p, k: fam.sample(p, k, 256, 0))(fam.pool, jax.random.key(0))
+  x, y = np.asarray(b["x"]), np.asarray(b["y"])
+  counts = [len(np.unique(r)) for r in y]
+  assert min(counts) == 2 and max(counts) == 10
+  kept = (np.abs(x).sum(1) > 0).sum(1)
+  assert kept.min() >= 3 and kept.max() == 64 and np.median(kept) < 32  # Log-uniform.
+  c.curriculum.update(classes_start=2, steps=10)
+  with pytest.raises(ConfigError, match="classes_min"):
+    families.build(c, "projection")
