@@ -23,6 +23,7 @@ families in fixed proportions. Registered families:
   relu_net                  Garg: 2-layer ReLU networks
   bursty                    Chan et al. 2022: bursty, Zipf-distributed class sequences
                             from an image set, with in-weights / in-context probes
+  clusters                  Gaussian class clusters in a random low-dimensional subspace
   mixture                   several of the above in fixed proportions
 
 Targets are class labels (int32, accuracy, cross-entropy) or real values (float32,

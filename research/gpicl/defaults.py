@@ -19,7 +19,7 @@ def get_config(learner: str = "transformer", size: str = "small",
   c.task = "gpicl"
   c.data = ml_collections.ConfigDict(dict(
       # Task family of the training sequences (research/families/: projection, linear_regression,
-      # sparse_linear_regression, decision_tree, relu_net, bursty, mixture); its keys are
+      # sparse_linear_regression, decision_tree, relu_net, bursty, clusters, mixture); its keys are
       # config.families.<name> (projection's: the data and tasks sections).
       family="projection",
       dataset="digits",             # Base data of the tasks (research/data/offline.py, tfds:...).

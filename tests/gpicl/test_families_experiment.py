@@ -48,14 +48,15 @@ def test_chan_tiny_has_probes(workdir):
   assert one["bursty/in_weights/knn1/acc_last"] == 0.0  # The context cannot answer it.
 
 
-def test_held_out_families_and_gap(workdir):
-  from experiments.gpicl import digits
-  cfg = digits.get_config("tiny")
-  with cfg.unlocked():
-    cfg.eval.families = ("decision_tree",)
-    cfg.families.decision_tree.num_classes = 3
+def test_general_default_held_out_gap(workdir):
+  """make train's config: the mixture trains; held-out datasets and families get the gap
+  to the best classical learner."""
+  from experiments.gpicl import general
+  cfg = general.get_config("tiny")
   final = train.run(cfg, workdir)
-  for name in ("wine", "decision_tree"):
+  assert {"seen", "unseen", "linear_regression", "clusters"} <= {
+      k.split("/")[0] for k in final if k.endswith("/acc_last")}
+  for name in ("wine", "decision_tree", "relu_net"):
     assert final[f"{name}/best_classical"] in cfg.eval.classical
     np.testing.assert_allclose(final[f"{name}/gap_to_best"],
                                final[f"{name}/acc_last"] - final[f"{name}/best_classical_last"],
