@@ -3,8 +3,8 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-WORKDIR ?= runs/gpicl_digits
-CONFIG ?= experiments/gpicl/digits.py
+WORKDIR ?= runs/gpicl_general
+CONFIG ?= experiments/gpicl/general.py
 # Any Python >= 3.12: PATH first, then pyenv's installs (its shim may hide 3.12).
 PYTHON312 ?= $(shell for p in python3.12 python3.13 python3 $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3; do \
   if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then command -v $$p; break; fi; done)

@@ -29,6 +29,20 @@ def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(*spec)))
 
 
+def target_features(y: jax.Array, num_classes: int, dtype) -> jax.Array:
+  """A target as the label part of a token: [B, L] -> [B, L, C].
+
+  Integer `y` are class labels (one-hot over `num_classes`); floating `y` are
+  regression values, entered as themselves (one feature: the learner then has
+  `num_classes` = 1 output, the predicted value).
+  """
+  if jnp.issubdtype(y.dtype, jnp.floating):
+    if num_classes != 1:
+      raise ValueError(f"real-valued targets need num_classes=1 (one output), got {num_classes}")
+    return y[..., None].astype(dtype)
+  return jax.nn.one_hot(y, num_classes, dtype=dtype)
+
+
 def paper_tokens(x: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
   """GPICL token layout: token t = concat(x_t, onehot(y_{t-1})), zeros at t = 0.
 
@@ -37,13 +51,14 @@ def paper_tokens(x: jax.Array, y: jax.Array, num_classes: int) -> jax.Array:
 
   Args:
     x: [B, L, dx] inputs.
-    y: [B, L] integer labels in [0, num_classes).
+    y: [B, L] integer labels in [0, num_classes), or real values (num_classes = 1;
+      `target_features`).
     num_classes: C.
 
   Returns:
     [B, L, dx + C] float tokens (dtype of x).
   """
-  onehot = jax.nn.one_hot(y, num_classes, dtype=x.dtype)
+  onehot = target_features(y, num_classes, x.dtype)
   prev = jnp.pad(onehot[:, :-1], ((0, 0), (1, 0), (0, 0)))
   return jnp.concatenate([x, prev], axis=-1)
 
@@ -53,9 +68,10 @@ def query_layout_tokens(x: jax.Array, y: jax.Array, num_classes: int):
 
   context c_t = x_t ⊕ onehot(y_t) ⊕ 0 (an example with its label);
   query   q_t = x_t ⊕ 0 ⊕ 1           (the same input, label unknown; predicts y_t).
+  A real-valued target enters as itself (`target_features`).
   """
   b, length, _ = x.shape
-  onehot = jax.nn.one_hot(y, num_classes, dtype=x.dtype)
+  onehot = target_features(y, num_classes, x.dtype)
   ctx = jnp.concatenate([x, onehot, jnp.zeros((b, length, 1), x.dtype)], -1)
   qry = jnp.concatenate([x, jnp.zeros_like(onehot), jnp.ones((b, length, 1), x.dtype)], -1)
   return ctx, qry

@@ -63,8 +63,11 @@ def inner_mlp_apply(params, x: jax.Array) -> jax.Array:
 
 
 def inner_loss(params, x: jax.Array, y: jax.Array):
-  """Cross-entropy of one example; returns (loss, logits)."""
+  """Cross-entropy of one example (integer label), or half its squared error (real
+  target, one output); returns (loss, logits)."""
   logits = inner_mlp_apply(params, x)
+  if jnp.issubdtype(y.dtype, jnp.floating):
+    return 0.5 * jnp.square(logits[0] - y), logits
   return -jax.nn.log_softmax(logits)[y], logits
 
 
@@ -189,7 +192,8 @@ class SGDLearner(nn.Module):
     run = lambda p, xs, ys: online_adam_logits(
         p, xs, ys, learning_rate=self.learning_rate, b1=self.b1, b2=self.b2, eps=self.eps,
         remat_chunk=self.remat_chunk)
-    return jax.vmap(run, in_axes=(0 if batched else None, 0, 0))(params0, x, y.astype(jnp.int32))
+    y = y if jnp.issubdtype(y.dtype, jnp.floating) else y.astype(jnp.int32)  # Regression: values.
+    return jax.vmap(run, in_axes=(0 if batched else None, 0, 0))(params0, x, y)
 
 
 @LEARNERS.register("maml", needs={"input_dim": "input_dim"}, sizes=_INNER_SIZES)

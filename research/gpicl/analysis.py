@@ -210,3 +210,59 @@ def group(rows: Sequence[dict], by: str, value: str) -> list[tuple[Any, float, f
   keys = sorted({r[by] for r in rows}, key=lambda k: (k is None, k))
   return [(k, *stats.mean_se(r[value] for r in rows if r[by] == k and r[value] is not None))
           for k in keys]
+
+
+# ----------------------------------------------------------------------------
+# Model vs classical learners (task families), over seeds.
+# ----------------------------------------------------------------------------
+def kind_of(final: dict, name: str) -> str:
+  """"acc" (accuracy) or "mse" (squared error over the target variance) of a set."""
+  return "mse" if f"{name}/mse_curve" in final else "acc"
+
+
+def over_seeds(runs: Sequence[dict], key: str, index: int | None = None):
+  """(mean, standard error over seeds, n) of final[key] (or of final[key][index])."""
+  values = []
+  for r in runs:
+    v = r["final"].get(key)
+    if v is None:
+      continue
+    values.append(v[index] if index is not None else v)
+  return stats.mean_se(values)
+
+
+def learner_rows(runs: Sequence[dict], name: str, learners: Sequence[str] = (),
+                 positions: Sequence[int] = (-1,)) -> list[dict]:
+  """Rows of one evaluation set: the model (mean ± se over its seeds) and each classical
+  learner / oracle present (mean ± se over the evaluation sequences: every seed sees the
+  same sequences, so their fits do not vary with the seed), at the given positions."""
+  if not runs:
+    return []
+  final = runs[0]["final"]
+  kind = kind_of(final, name)
+  out = [{"learner": "model", "n": len(runs), "unit": "seeds",
+          **{t: over_seeds(runs, f"{name}/{kind}_curve", t)[:2] for t in positions}}]
+  for learner in learners:
+    curve = final.get(f"{name}/{learner}/{kind}_curve")
+    if curve is None:
+      continue
+    se = final.get(f"{name}/{learner}/{kind}_curve_se")
+    row = {"learner": learner, "n": final.get(f"{name}/{learner}/n"), "unit": "sequences",
+           **{t: (curve[t], se[t]) for t in positions}}
+    for close in ("delta", "agreement"):
+      if f"{name}/{learner}/{close}" in final:
+        row[close] = over_seeds(runs, f"{name}/{learner}/{close}")[:2]
+    out.append(row)
+  return out
+
+
+def format_rows(name: str, rows: Sequence[dict], positions: Sequence[int], length: int) -> str:
+  """A plain-text table of `learner_rows` (positions as "after t examples")."""
+  label = lambda t: f"after {t % length}"
+  head = f"{name:<22}" + "".join(f"{label(t):>18}" for t in positions) + f"{'n':>14}"
+  lines = [head]
+  for r in rows:
+    cells = "".join(f"{stats.fmt(*r[t]):>18}" for t in positions)
+    extra = "".join(f"  {k} {stats.fmt(*r[k])}" for k in ("delta", "agreement") if k in r)
+    lines.append(f"  {r['learner']:<20}{cells}{str(r['n']) + ' ' + r['unit']:>14}{extra}")
+  return "\n".join(lines)

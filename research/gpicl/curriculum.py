@@ -14,7 +14,11 @@ the same batches, and a resumed run sees the batches an uninterrupted one would.
                    (ln C -> ln k) and matching an input to an earlier one pays more
                    often (burstiness, Chan et al. 2022).
   loss_len_start   the loss counts only the first L_t positions of each sequence,
-                   L_t growing linearly from this to `data.seq_len`.
+                   L_t growing linearly from this to `data.seq_len` (Garg et al.'s
+                   "points" curriculum).
+  dim_start        function-class families (research/families/functions.py): only the
+                   first d_t input coordinates are non-zero, d_t growing linearly from
+                   this to the family's `dim` (Garg et al.'s "dims" curriculum).
   hold_steps       every curriculum stays at its start for this many steps first.
 
 Evaluation always uses the final setting (all classes, all positions, the whole pool).
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-KEYS = ("steps", "hold_steps", "num_tasks_start", "classes_start", "loss_len_start")
+KEYS = ("steps", "hold_steps", "num_tasks_start", "classes_start", "loss_len_start", "dim_start")
 
 
 def ramp(step, start: int, end: int, steps: int, hold: int = 0, geometric: bool = False):
@@ -67,6 +71,15 @@ def loss_len(config, step):
   if not start:
     return jnp.asarray(end, jnp.int32)
   return ramp(step, start, end, _get(config, "steps"), _get(config, "hold_steps"))
+
+
+def active_dim(config, step):
+  """None (no curriculum), or dim -> the number of active input coordinates at `step`."""
+  start = _get(config, "dim_start")
+  if not start:
+    return None
+  return lambda dim: ramp(step, min(start, dim), dim, _get(config, "steps"),
+                          _get(config, "hold_steps"))
 
 
 def end_step(config) -> int:

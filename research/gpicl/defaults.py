@@ -7,6 +7,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from research import config as config_lib
+from research import families
 from research.gpicl import learners
 
 
@@ -17,9 +18,13 @@ def get_config(learner: str = "transformer", size: str = "small",
   c = config_lib.trainer_sections(ml_collections.ConfigDict())
   c.task = "gpicl"
   c.data = ml_collections.ConfigDict(dict(
+      # Task family of the training sequences (research/families/: projection, linear_regression,
+      # sparse_linear_regression, decision_tree, relu_net, bursty, clusters, mixture); its keys are
+      # config.families.<name> (projection's: the data and tasks sections).
+      family="projection",
       dataset="digits",             # Base data of the tasks (research/data/offline.py, tfds:...).
       input_dim=64,                 # Inputs zero-padded / cut (TFDS: resized) to this size.
-      num_classes=10,               # Classes (logits) of the learner; >= the dataset's.
+      num_classes=10,               # Classes (logits) of the learner; 1 for real-valued targets.
       seq_len=32,                   # Examples per sequence.
       split_seed=0,                 # Train/test split of the base data.
       pca_dim=0,                    # > 0: each set reduced to its top principal components.
@@ -37,7 +42,10 @@ def get_config(learner: str = "transformer", size: str = "small",
       bias_num_tasks=1,             # > 1: the biased sequences draw from tasks 0..k-1.
       bias_shared_projection=False,  # Biased sequences share task 0's projection.
       sequences_per_task=1,         # Sequences per sampled task (the paper: 512 = 16 × 32).
+      classes_min=0,                # k >= 2: each sequence from a random subset of k..C classes.
+      features_min=0,               # m >= 1: each sequence keeps a random m..all of the features.
   ))
+  c.families = families.config_section()  # Every other family's keys (research/families/).
   # Step-dependent curricula, all off (research/gpicl/curriculum.py): each moves
   # from its start to the paper's setting over `steps` steps, after `hold_steps`.
   c.curriculum = ml_collections.ConfigDict(dict(
@@ -45,6 +53,7 @@ def get_config(learner: str = "transformer", size: str = "small",
       num_tasks_start=0,            # Task pool grows geometrically from this to num_tasks.
       classes_start=0,              # Classes per sequence grow from this to all.
       loss_len_start=0,             # Loss on the first L_t positions, L_t up to seq_len.
+      dim_start=0,                  # Function families: active input dims grow from this to dim.
   ))
   # The learner: its name and every field of its module (models/, LEARNERS registry).
   has_layout = "layout" in learners.config_defaults(learner)
@@ -56,6 +65,10 @@ def get_config(learner: str = "transformer", size: str = "small",
   c.eval = ml_collections.ConfigDict(dict(
       num_sequences=256,            # Sequences per evaluation set (fixed keys).
       seed=1234,                    # Key of the evaluation sequences.
-      datasets=("wine", "breast_cancer", "iris", "mnist1d"),  # Never trained on.
+      datasets=("wine", "breast_cancer", "iris", "mnist1d"),  # Never trained on (unseen tasks).
+      families=(),                  # Families never trained on, evaluated with their own sets.
+      # Classical learners fitted on each evaluation sequence's context (research/classical/),
+      # in the final table and figure next to the model; those that do not apply are skipped.
+      classical=("knn1", "knn_sqrt", "logistic"),
   ))
   return c

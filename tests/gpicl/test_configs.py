@@ -95,13 +95,13 @@ def test_pca_dim_reduces_every_set():
   """data.pca_dim: each set on its own top components, unit mean variance; checked config."""
   from experiments.gpicl import digits
   from research import config as config_lib
-  from research.gpicl import experiment as gpicl
+  from research.gpicl import projection
   c = digits.get_config("tiny")
   c.data.update(pca_dim=8, input_dim=8)
   c.eval.datasets = ("wine", "iris")
-  pools, _ = gpicl._base_pools(c)
+  pools, _ = projection.base_pools(c)
   for name in c.eval.datasets:
-    pools[name] = gpicl._other_pool(c, name)[0]
+    pools[name] = projection.other_pool(c, name)[0]
   for name, (x, _) in pools.items():
     assert x.shape[1] == 8, name
   x = pools["train"][0]

@@ -12,6 +12,7 @@ from research import config as config_lib
 from research import sharding
 from research.gpicl import curriculum
 from research.gpicl import experiment as gpicl
+from research.gpicl import projection
 from research.gpicl import learners
 from research.gpicl import sampler
 
@@ -74,7 +75,7 @@ def test_num_tasks_curriculum_grows_the_pool(pipeline):
   """Every sequence at step 0 comes from task 0 or 1; at the end, from the whole pool."""
   c = _config(pipeline, steps=100, num_tasks_start=2)
   exp = _build(c)
-  pool = np.asarray(gpicl._base_pools(c)[0]["train"][0])
+  pool = np.asarray(projection.base_pools(c)[0]["train"][0])
 
   def from_first_two_tasks(batch):
     """Per row: is its first input a pool example under task 0's or task 1's projection?"""

@@ -1,0 +1,106 @@
+"""The GPICL experiment on every task family: the paper configs run end to end in their
+tiny form (targets, losses, the final table with classical learners and oracles);
+regression through every registered learner; the held-out gap; the sweeps expand."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from launch import sweep
+from models.registry import LEARNERS
+from research import runs
+from research import train
+from research.gpicl import learners
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_garg_tiny_reports_classical_and_shifts(workdir):
+  from experiments.garg import functions
+  cfg = functions.get_config("tiny")
+  final = train.run(cfg, workdir)
+  one = final["per_seed"][0]
+  for name in ("linear_regression", "linear_regression/skewed", "linear_regression/scaled"):
+    assert 0 <= one[f"{name}/mse_last"] and len(one[f"{name}/mse_curve"]) == cfg.data.seq_len
+    assert f"{name}/least_squares/mse_curve" in one and f"{name}/bayes_ridge/delta" in one
+  assert "logistic" not in str([k for k in one if "/logistic/" in k])  # Classes only: skipped.
+  assert os.path.exists(os.path.join(workdir, "seed_0", "icl_curves.png"))
+  run = runs.load(workdir).replica(1)  # The runs API rebuilds the family's evaluation.
+  sets, seqs, held_out = run.experiment.objects["eval_data"]()
+  assert set(seqs) == set(sets) and held_out == ()
+
+
+def test_raventos_tiny_has_pool_oracles(workdir):
+  from experiments.raventos import pool
+  cfg = pool.get_config("tiny,num_tasks=4")
+  one = train.run(cfg, workdir)["per_seed"][0]
+  for name in ("linear_regression", "linear_regression/pool"):
+    assert {f"{name}/bayes_pool/mse_last", f"{name}/bayes_ridge/mse_last"} <= set(one)
+
+
+def test_chan_tiny_has_probes(workdir):
+  from experiments.chan import bursty
+  one = train.run(bursty.get_config("tiny"), workdir)["per_seed"][0]
+  for name in ("bursty/in_context", "bursty/holdout", "bursty/in_weights"):
+    assert 0 <= one[f"{name}/acc_last"] <= 1 and f"{name}/knn1/acc_last" in one
+  assert one["bursty/in_weights/knn1/acc_last"] == 0.0  # The context cannot answer it.
+
+
+def test_general_default_held_out_gap(workdir):
+  """make train's config: the mixture trains; held-out datasets and families get the gap
+  to the best classical learner."""
+  from experiments.gpicl import general
+  cfg = general.get_config("tiny")
+  final = train.run(cfg, workdir)
+  assert {"seen", "unseen", "linear_regression", "clusters"} <= {
+      k.split("/")[0] for k in final if k.endswith("/acc_last")}
+  for name in ("wine", "decision_tree", "relu_net"):
+    assert final[f"{name}/best_classical"] in cfg.eval.classical
+    np.testing.assert_allclose(final[f"{name}/gap_to_best"],
+                               final[f"{name}/acc_last"] - final[f"{name}/best_classical_last"],
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("name", LEARNERS.names())
+def test_every_learner_takes_real_targets(name):
+  """Real-valued targets through every learner: one output, causal, differentiable."""
+  fields = learners.config_defaults(name)
+  cfg = learners.learner_config(name, "tiny")
+  model = learners.make_learner(cfg, num_classes=1, seq_len=8, input_dim=3)
+  x = jax.random.normal(jax.random.key(0), (2, 8, 3))
+  y = jax.random.normal(jax.random.key(1), (2, 8))
+  params = model.init(jax.random.key(2), x, y)
+  out = model.apply(params, x, y)
+  assert out.shape == (2, 8, 1)
+  y2 = y.at[:, 5:].add(3.0)
+  np.testing.assert_allclose(model.apply(params, x, y2)[:, :6], out[:, :6], atol=1e-5)
+  grads = jax.grad(lambda p: jnp.mean((model.apply(p, x, y)[..., 0] - y) ** 2))(params)
+  assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+  del fields
+
+
+def test_bad_family_configs_fail_in_one_line():
+  from experiments.gpicl import digits
+  from research.errors import ConfigError
+  from research.gpicl import experiment
+  from research import sharding
+  cfg = digits.get_config("tiny")
+  with cfg.unlocked():
+    cfg.data.family = "linear_regression"
+  with pytest.raises(ConfigError, match="num_classes=1"):
+    experiment.build(cfg, sharding.make_mesh(cfg.mesh))
+  cfg = digits.get_config("tiny")
+  with cfg.unlocked():
+    cfg.data.family = "nope"
+  with pytest.raises(ConfigError, match="no task family"):
+    experiment.build(cfg, sharding.make_mesh(cfg.mesh))
+
+
+@pytest.mark.parametrize("path", ["experiments/raventos/sweep_pool.py",
+                                  "experiments/chan/sweep_bursty.py"])
+def test_sweeps_expand(path, tmp_path):
+  full = sweep.expand(os.path.join(ROOT, path), None, str(tmp_path))
+  tiny = sweep.expand(os.path.join(ROOT, path), "tiny", str(tmp_path))
+  assert len(full) >= 6 and len(tiny) == 2 and len({r.workdir for r in full}) == len(full)
