@@ -20,6 +20,13 @@ answer option, and score every option against it. Causality is by slot order,
 positions only enter through RoPE / the position table, so left- or
 right-padding both work when positions are given.
 
+Dropout (GPT-2's, `LMConfig.dropout`): a module built from `config.train_mode(rate)`
+drops on the input embeddings, the attention probabilities and both residual
+branches, keyed by `rngs={"dropout": key}`; the same parameters in a module of the
+default config (deterministic) compute the evaluation forward pass. MEND trains its
+distiller and the frozen LLM's teacher / student passes this way, as the released
+code does (its PyTorch trainer runs GPT-2 in train mode).
+
 Calls: `model.apply(p, ids)` -> logits; with `cache=` -> (logits, new cache): a
 cache comes back only to callers that pass one. `method=CausalLM.hidden` gives the
 final hidden states (same cache rule) and `method=CausalLM.head` maps them to
@@ -62,6 +69,12 @@ class LMConfig:
   # Layers unrolled per scan iteration. XLA's cost analysis counts a loop body
   # once, so FLOP counts need scan_unroll=num_layers (`for_cost_analysis`).
   scan_unroll: int = 1
+  # GPT-2's dropout (HF: embd_pdrop, attn_pdrop, resid_pdrop, all one rate here): on the
+  # input embeddings, the attention probabilities and both residual branches. It acts
+  # only in a module built with deterministic=False (a training twin of the same
+  # parameters, `train_mode`), whose calls need `rngs={"dropout": key}`; 0 = none.
+  dropout: float = 0.0
+  deterministic: bool = True
 
   def __post_init__(self):
     if self.arch not in ("gpt2", "llama"):
@@ -76,6 +89,10 @@ class LMConfig:
 
   def replace(self, **kw) -> "LMConfig":
     return dataclasses.replace(self, **kw)
+
+  def train_mode(self, dropout: float) -> "LMConfig":
+    """The same model with dropout `dropout` active (rate 0: deterministic, as eval)."""
+    return self.replace(dropout=float(dropout), deterministic=dropout == 0)
 
   def for_cost_analysis(self) -> "LMConfig":
     """Same model with the layer scan fully unrolled, so XLA counts every layer."""
@@ -193,11 +210,12 @@ def rope(x: Array, positions: Array, theta: float) -> Array:
   return out.astype(x.dtype)
 
 
-def attend(q: Array, k: Array, v: Array, mask: Array) -> Array:
+def attend(q: Array, k: Array, v: Array, mask: Array, probs_dropout=None) -> Array:
   """Grouped-query attention.
 
   q: [b, t, heads, d]; k, v: [b, s, kv_heads, d]; mask: [b, t, s] bool.
   Each group of heads // kv_heads query heads shares one key/value head.
+  `probs_dropout`: optional function applied to the attention probabilities.
   """
   b, t, h, d = q.shape
   kvh = k.shape[2]
@@ -205,6 +223,8 @@ def attend(q: Array, k: Array, v: Array, mask: Array) -> Array:
   scores = jnp.einsum("btkgd,bskd->bkgts", q, k).astype(jnp.float32) / jnp.sqrt(d)
   scores = jnp.where(mask[:, None, None], scores, _NEG_INF)
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  if probs_dropout is not None:
+    probs = probs_dropout(probs)
   out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
   return out.reshape(b, t, h, d)
 
@@ -239,7 +259,7 @@ class Attention(nn.Module):
       cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, write_at, 0, 0))
       new_cache = (ck, cv)
       k, v = ck.astype(cfg.dtype), cv.astype(cfg.dtype)
-    out = attend(q, k, v, mask)
+    out = attend(q, k, v, mask, probs_dropout=_dropout(cfg, "attn_drop"))
     out = jnp.einsum("bthk,hkd->btd", out, wo.astype(cfg.dtype))
     if cfg.arch == "gpt2":
       out = out + _param(self, "bo", nn.initializers.zeros, (dm,), ("embed",),
@@ -269,6 +289,17 @@ class Mlp(nn.Module):
     return hid @ w_down.astype(cfg.dtype)
 
 
+def _dropout(cfg: LMConfig, name: str | None = None):
+  """GPT-2's dropout at one site (None, the identity, unless cfg trains with dropout)."""
+  if cfg.deterministic or not cfg.dropout:
+    return None
+  return nn.Dropout(cfg.dropout, deterministic=False, name=name)
+
+
+def _maybe(drop, x):
+  return x if drop is None else drop(x)
+
+
 class Block(nn.Module):
   """Pre-norm residual block; the scan body. Carry: hidden states."""
   config: LMConfig
@@ -278,8 +309,9 @@ class Block(nn.Module):
     positions, mask, write_at = ctx
     a, new_cache = Attention(self.config, name="attn")(
         Norm(self.config, name="ln_attn")(x), positions, mask, layer_cache, write_at)
-    x = x + a
-    x = x + Mlp(self.config, name="mlp")(Norm(self.config, name="ln_mlp")(x))
+    x = x + _maybe(_dropout(self.config, "resid_drop_attn"), a)
+    m = Mlp(self.config, name="mlp")(Norm(self.config, name="ln_mlp")(x))
+    x = x + _maybe(_dropout(self.config, "resid_drop_mlp"), m)
     return x, new_cache
 
 
@@ -308,10 +340,11 @@ class CausalLM(nn.Module):
           (cfg.max_len, cfg.d_model), cfg.param_dtype)
     block = nn.remat(Block) if cfg.remat else Block
     self.layers = nn.scan(
-        block, variable_axes={"params": 0}, split_rngs={"params": True},
+        block, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
         in_axes=(0, nn.broadcast), length=cfg.num_layers, unroll=cfg.scan_unroll,
         metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")
     self.ln_f = Norm(cfg, name="ln_f")
+    self.embed_drop = _dropout(cfg)  # Named by its attribute (setup).
     if not cfg.tie_embeddings:
       self.head_kernel = self.param(
           "head", nn.with_logical_partitioning(init, ("embed", "vocab")),
@@ -341,6 +374,7 @@ class CausalLM(nn.Module):
       positions = default_positions(attention_mask, cache)
     if cfg.arch == "gpt2":
       x = x + jnp.take(self.pos_embedding, positions, axis=0).astype(cfg.dtype)
+    x = _maybe(self.embed_drop, x)
 
     if cache is None:
       causal = jnp.tril(jnp.ones((t, t), bool))

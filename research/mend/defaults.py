@@ -45,6 +45,15 @@ def _training(task: str) -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict(dict(
       ce_weight=1.0,                # CE of the gold output under the student.
       kl_weight=1.0,                # λ of KL(teacher ‖ student); 0 = HyperTuning-style.
+      temperature=1.0,              # T of the KL (softmax(z/T) both sides, times T²); paper: 1.
+  ))
+  # GPT-2's dropout (embeddings, attention probabilities, residual branches) in the
+  # training passes; off at evaluation. The released code trains GPT-2 in train mode:
+  # 0.1 in all three passes. 0 = none (the runs before this section existed).
+  c.dropout = ml_collections.ConfigDict(dict(
+      distiller=0.0,                # In the distiller LM.
+      student=0.0,                  # In the frozen LLM's student pass LLM([S_D ; x]).
+      teacher=0.0,                  # In its teacher pass (0 when the teacher is cached).
   ))
   c.optimizer.update(name="adamw", learning_rate=1e-4, weight_decay=0.0, grad_clip=1.0)
   c.schedule.update(name="linear")
@@ -83,6 +92,21 @@ def finetune_config() -> ml_collections.ConfigDict:
       max_row_tokens=64,            # Tokens of one " x y" row (x cut).
       max_length=512,               # Teacher length: demonstration slot + one row.
       val_rows=16,                  # Rows per meta-train task held out for validation.
+      # "" = validate on those held-out rows; a partition name = validate on the *test*
+      # tasks of that partition (held-out tasks; must be disjoint from the train tasks).
+      val_partition="",
+      # > 0: train on a fixed table of this many episodes (research/mend/episodes.py),
+      # needed by the teacher cache and the buckets; 0 = fresh demonstrations every step.
+      episodes=0,
+      episode_seed=0,               # The table is a pure function of this seed (and the data).
+      buckets=1,                    # Shape buckets of the table (> 1 needs episodes > 0).
+  ))
+  c.teacher = ml_collections.ConfigDict(dict(
+      # none: the teacher pass runs in every step; topk / full: its outputs come from the
+      # content-keyed cache (research/mend/teacher_cache.py; needs data.episodes > 0).
+      cache="none",
+      top_k=64,                     # Tokens kept per query slot by cache=topk.
+      cache_dir="",                 # "" = <data.suite_dir or runs>/mend_teacher_cache.
   ))
   return c
 

@@ -38,10 +38,12 @@ from research.errors import ConfigError, require
 from research.llm import defaults as llm_defaults
 from research.llm import lm as lm_lib
 from research.llm.metaicl import data as icl_data
-from research.llm.metaicl import suite
+from research.llm.metaicl import generator
 from research.mend import data as mend_data
 from research.mend import defaults
+from research.mend import episodes as episodes_lib
 from research.mend import losses
+from research.mend import teacher_cache
 
 STAGES = {"mend_pretrain": 1, "mend_finetune": 2}
 
@@ -127,28 +129,69 @@ def stage1_data(config, tok):
 
 def task_root(config) -> str:
   """`config.data.root`, or the offline suite generated under data.suite_dir (runs/)."""
-  d = config.data
-  return d.root or suite.prepare(d.suite_dir or "runs", seed=d.suite_seed, n_test=d.n_test,
-                                 max_train=d.max_train)
+  return generator.root_for(config.data, config.data.suite_dir or "runs")
 
 
 def stage2_data(config, tok):
+  """(train pool, validation pool, info): the partition's meta-train rows, minus the rows
+  held out for validation, or, with `data.val_partition`, the rows of that partition's
+  test tasks (held-out tasks) for validation."""
   d = config.data
   root = task_root(config)
   part = icl_data.load_partition(root, d.partition)
+  val_tasks = ()
+  if d.val_partition:
+    val_tasks = icl_data.load_partition(root, d.val_partition).test
+    both = sorted(set(val_tasks) & set(part.train))
+    require(not both, f"config.data.val_partition={d.val_partition!r}: its test tasks {both} "
+                      f"are meta-train tasks of {d.partition!r}; validation tasks must be held out")
   train_rows, val_rows = {}, {}
   for t in part.train:  # Meta-train tasks only: the meta-test tasks are never read.
     rows = icl_data.load_meta_train(root, t)[:d.max_train]
-    n_val = d.val_rows if len(rows) >= 4 * d.val_rows else 0
+    n_val = d.val_rows if not val_tasks and len(rows) >= 4 * d.val_rows else 0
     train_rows[t] = rows[:len(rows) - n_val]
     if n_val:
       val_rows[t] = rows[len(rows) - n_val:]
+  for t in val_tasks:  # Held-out tasks: their meta-train rows are validation rows.
+    val_rows[t] = icl_data.load_meta_train(root, t)[:d.max_train]
   pools = []
   for rows in (train_rows, val_rows or train_rows):
     p = mend_data.encode_task_pool(tok, rows, d.max_row_tokens)
     pools.append(p)
   return pools[0], pools[1], {"train_tasks": len(part.train), "root": root,
+                              "val_tasks": len(val_tasks),
                               "train_rows": int(pools[0]["ids"].shape[0])}
+
+
+def teacher_cache_dir(config) -> str:
+  return config.teacher.cache_dir or os.path.join(config.data.suite_dir or "runs",
+                                                  "mend_teacher_cache")
+
+
+def episode_table(config, lm, pool, td: int):
+  """(table arrays, bucket shapes, cached teacher arrays, info) of `data.episodes`."""
+  d = config.data
+  table = episodes_lib.build_table(pool, k=d.k, td=td, num_episodes=d.episodes,
+                                   seed=d.episode_seed)
+  # The query slot: the longest query of the table, rounded up (≤ max_row_tokens).
+  tq = int(min(d.max_row_tokens, -(-table["query_len"].max() // episodes_lib.QUERY_QUANTUM)
+               * episodes_lib.QUERY_QUANTUM))
+  live = config.teacher.cache == "none" and config.loss.kl_weight > 0
+  shapes, assign = episodes_lib.make_buckets(
+      table, d.buckets, td, tq, num_vectors=config.distiller.num_vectors,
+      distiller_layers=config.distiller.num_layers, llm_layers=lm.config.num_layers,
+      live_teacher=live)
+  arrays = episodes_lib.device_table(table, assign, len(shapes), tq)
+  extra, info = {}, {"episodes": d.episodes, "buckets": [list(s) for s in shapes],
+                     "bucket_sizes": np.bincount(assign, minlength=len(shapes)).tolist()}
+  if config.teacher.cache != "none":
+    cache = teacher_cache.TeacherCache(teacher_cache_dir(config), lm, config.teacher.cache,
+                                       config.teacher.top_k, config.loss.temperature)
+    extra = cache.get(table, tq)
+    info.update(teacher_cache=cache.directory, teacher_cache_hits=cache.stats["hits"],
+                teacher_cache_computed=cache.stats["computed"],
+                teacher_cache_fill_s=round(cache.stats["fill_seconds"], 1))
+  return arrays, shapes, extra, info
 
 
 def _device_pool(pool, mesh):
@@ -172,10 +215,32 @@ def validate(config) -> None:
           "config.loss.ce_weight and kl_weight must be >= 0")
   require(config.loss.ce_weight + config.loss.kl_weight > 0,
           "config.loss: ce_weight and kl_weight are both 0: nothing to train")
+  for key in ("distiller", "student", "teacher"):
+    rate = config.dropout[key]
+    require(0.0 <= rate < 1.0, f"config.dropout.{key}={rate} must be in [0, 1)")
+  require(config.loss.temperature > 0,
+          f"config.loss.temperature={config.loss.temperature} must be > 0")
   if STAGES[config.task] == 2:
-    require(config.data.max_length > config.data.max_row_tokens,
-            f"config.data.max_length={config.data.max_length} must exceed max_row_tokens="
-            f"{config.data.max_row_tokens} (the teacher's demonstrations + query)")
+    d, t = config.data, config.teacher
+    require(d.max_length > d.max_row_tokens,
+            f"config.data.max_length={d.max_length} must exceed max_row_tokens="
+            f"{d.max_row_tokens} (the teacher's demonstrations + query)")
+    require(d.episodes >= 0 and d.buckets >= 1,
+            f"config.data.episodes={d.episodes} must be >= 0 and buckets={d.buckets} >= 1")
+    require(d.buckets == 1 or d.episodes > 0,
+            f"config.data.buckets={d.buckets} needs a table of episodes "
+            f"(--config.data.episodes=N): lengths are known only for a table")
+    require(t.cache in teacher_cache.MODES,
+            f"config.teacher.cache={t.cache!r}; use one of {teacher_cache.MODES}")
+    if t.cache != "none":
+      require(d.episodes > 0, f"config.teacher.cache={t.cache!r} caches the teacher on a table "
+                              f"of episodes: set --config.data.episodes=N")
+      require(config.dropout.teacher == 0.0,
+              f"config.dropout.teacher={config.dropout.teacher}: a teacher with dropout is "
+              f"random, so it cannot be cached; use teacher.cache=none or dropout.teacher=0")
+      require(config.loss.kl_weight > 0, "config.teacher.cache is set but loss.kl_weight=0 "
+                                         "never reads the teacher; use teacher.cache=none")
+      require(t.cache != "topk" or t.top_k >= 1, "config.teacher.top_k must be >= 1")
   else:
     require(config.data.min_tokens >= 5 and config.data.window >= config.data.min_tokens,
             "config.data: need window >= min_tokens >= 5")
@@ -187,7 +252,15 @@ def build(config, mesh) -> experiment_lib.Experiment:
   lm = llm_defaults.load(config)
   lm_params = lm_lib.place(lm, sharding.rules_from_config(config.sharding.rules), mesh)
   distiller = make_distiller(config, lm.config, lm.params)
+  # Training twins of the same parameters with dropout (identical to the evaluation
+  # modules when the rates are 0); the dropout keys come from the trainer's loss key.
+  drop = config.dropout
+  train_distiller = distiller.clone(lm_config=distiller.lm_config.train_mode(drop.distiller))
+  student_lm = llm.CausalLM(lm.config.train_mode(drop.student))
+  teacher_lm = llm.CausalLM(lm.config.train_mode(drop.teacher))
   bs = config.train.batch_size
+  frozen = {"lm": lm_params}
+  shapes = None  # Stage 2 with a table: the buckets' (demonstration, query) slots.
 
   if stage == 1:
     train_np, val_np, data_info = stage1_data(config, lm.tokenizer)
@@ -196,12 +269,20 @@ def build(config, mesh) -> experiment_lib.Experiment:
     td = train_np["demo_ids"].shape[1]
   else:
     train_np, val_np, data_info = stage2_data(config, lm.tokenizer)
-    train, val = _device_pool(train_np, mesh), _device_pool(val_np, mesh)
+    val = _device_pool(val_np, mesh)
     td = config.data.max_length - config.data.max_row_tokens
     # Static: the episode sampler's slot range (a Python int, not a step input).
     max_count = int(max(train_np["count"].max(), val_np["count"].max()))
     sample = lambda key, pool, n: mend_data.sample_episodes(
         key, dict(pool, max_count=max_count), n, config.data.k, td)
+    if config.data.episodes:
+      table, shapes, extra, table_info = episode_table(config, lm, train_np, td)
+      data_info.update(table_info)
+      train = _device_pool(table, mesh)
+      frozen["teacher"] = _device_pool(extra, mesh)
+    else:
+      train = _device_pool(train_np, mesh)
+  frozen.update(train=train, val=val)
 
   # Stage 2 from stage 1, or stage 1 continued.
   restored = restore_params(config.init_from) if config.init_from else None
@@ -217,13 +298,26 @@ def build(config, mesh) -> experiment_lib.Experiment:
 
   def sample_batch(frozen, key, step):
     del step
+    if shapes is not None:
+      return episodes_lib.sample(key, frozen["train"], bs, frozen["teacher"])
     return sample(key, frozen["train"], bs)
 
-  loss_kw = dict(ce_weight=config.loss.ce_weight, kl_weight=config.loss.kl_weight)
+  loss_kw = dict(ce_weight=config.loss.ce_weight, kl_weight=config.loss.kl_weight,
+                 temperature=config.loss.temperature)
+
+  def loss_at(shape, params, frozen_lm, batch, key):
+    if shape is not None:
+      batch = episodes_lib.at_shape(batch, *shape)
+    return losses.mend_loss(train_distiller, params, student_lm, frozen_lm, batch,
+                            teacher_lm=teacher_lm, cached=teacher_cache.cached_outputs(batch),
+                            key=key, **loss_kw)
 
   def loss_fn(params, frozen, batch, key):
-    del key
-    return losses.mend_loss(distiller, params, lm.model, frozen["lm"], batch, **loss_kw)
+    if shapes is None or len(shapes) == 1:
+      return loss_at(None if shapes is None else shapes[0], params, frozen["lm"], batch, key)
+    # One branch per bucket, each at its static shape; only the drawn one runs.
+    branches = [functools.partial(loss_at, s) for s in shapes]
+    return jax.lax.switch(batch["bucket"][0], branches, params, frozen["lm"], batch, key)
 
   # Validation: fixed keys, held-out documents / meta-train rows; KL and CE both reported.
   eval_kw = dict(ce_weight=1.0, kl_weight=1.0)
@@ -262,8 +356,11 @@ def build(config, mesh) -> experiment_lib.Experiment:
           **{k: v for k, v in data_info.items() if k != "root"}}
   return experiment_lib.Experiment(
       init_params=init_params, sample_batch=sample_batch, loss_fn=loss_fn, evaluate=evaluate,
-      report=report, info=info, frozen={"lm": lm_params, "train": train, "val": val},
-      objects={"distiller": distiller, "lm": lm, "demo_slots": td})
+      report=report, info=info, frozen=frozen,
+      objects={"distiller": distiller, "lm": lm, "demo_slots": td, "buckets": shapes,
+               "loss_at": loss_at,
+               "train_distiller": train_distiller, "student_lm": student_lm,
+               "teacher_lm": teacher_lm})
 
 
 experiment_lib.EXPERIMENTS.register("mend_pretrain", defaults=defaults.pretrain_config)(build)

@@ -16,6 +16,9 @@ def data_section(partition: str = "class_to_class") -> ml_collections.ConfigDict
       suite_seed=0,                 # The suite is a pure function of this seed and the sizes.
       n_test=64,                    # Test rows per task (written, and evaluated).
       max_train=512,                # Meta-train rows per task (written).
+      # > 0: the suite plus this many generated classification tasks and the gen{n}_to_class /
+      # gen{n}_to_val partitions (research/llm/metaicl/generator.py); 0 = the suite alone.
+      generated_tasks=0,
       partition=partition,          # Its meta-test tasks are evaluated, meta-train ones trained on.
   ))
 

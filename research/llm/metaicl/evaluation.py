@@ -34,7 +34,7 @@ from research.llm.metaicl import data as icl_data
 from research.llm.metaicl import methods as methods_lib
 from research.llm.metaicl import prompts
 from research.llm.metaicl import results as results_lib
-from research.llm.metaicl import suite
+from research.llm.metaicl import generator
 
 Task = methods_lib.Task
 
@@ -191,8 +191,7 @@ def data_root(config, workdir: str) -> str:
   """`config.data.root`, or the offline suite generated under data.suite_dir (default:
   the workdir)."""
   d = config.data
-  return d.root or suite.prepare(d.suite_dir or workdir, seed=d.suite_seed, n_test=d.n_test,
-                                 max_train=d.max_train, k=max(16, d.k))
+  return generator.root_for(d, d.suite_dir or workdir, k=max(16, d.k))
 
 
 def run_directory(config, workdir: str, name: str,
