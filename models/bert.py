@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from models import layers
+
 Array = jax.Array
 
 
@@ -40,8 +42,7 @@ class BertConfig:
 
 
 def _dense(features: int, axes: tuple[str, str], name: str) -> nn.Dense:
-  return nn.Dense(features, name=name, kernel_init=nn.with_logical_partitioning(
-      nn.initializers.normal(0.02), axes))
+  return layers.dense(features, axes, name=name, kernel_init=nn.initializers.normal(0.02))
 
 
 class BertLayer(nn.Module):
@@ -58,7 +59,7 @@ class BertLayer(nn.Module):
     v = split(_dense(c.hidden_size, ("embed", "heads"), "value")(x))
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(dh).astype(x.dtype)
     # HF adds finfo.min to masked logits; any very negative number gives the same softmax.
-    logits = jnp.where(mask[:, None, None, :], logits, jnp.finfo(logits.dtype).min)
+    logits = jnp.where(mask[:, None, None, :], logits, layers.MASK_VALUE)
     attn = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v)
     attn = _dense(c.hidden_size, ("heads", "embed"), "attention_output")(attn.reshape(b, t, -1))
     x = nn.LayerNorm(epsilon=c.layer_norm_eps, name="attention_norm")(x + attn)

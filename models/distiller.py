@@ -34,7 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from models import llm
+from models import layers, llm
 
 PLACEHOLDER_INITS = ("normal", "vocab")
 
@@ -97,11 +97,7 @@ class Distiller(nn.Module):
     hidden = lm.hidden(inputs_embeds=x, attention_mask=mask, positions=positions)
     s_d = hidden[:, t:].astype(jnp.float32)
     if self.out_dim != cfg.d_model:
-      s_d = jnp.tanh(nn.Dense(
-          self.out_dim, name="proj",
-          kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
-                                                   ("embed", "mlp")),
-          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("mlp",)))(s_d))
+      s_d = jnp.tanh(layers.dense(self.out_dim, ("embed", "mlp"), name="proj")(s_d))
     if self.embedding_rms > 0:
       gain = self.param("out_gain", nn.with_logical_partitioning(
           nn.initializers.constant(self.embedding_rms), ("mlp",)), (self.out_dim,), jnp.float32)

@@ -28,6 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from models import layers
+
 Array = jax.Array
 
 KEYS = "keys"  # Variable collection of the frozen state (projection, codebook, used).
@@ -290,8 +292,7 @@ class KeyValueBottleneck(nn.Module):
     self.values = self.param("values", nn.with_logical_partitioning(
         init, ("codebook_heads", "keys", "values")), (c, j, self.dim_value))
     out = self.num_classes or self.dim_value
-    dense = lambda n, axes, name: nn.Dense(n, name=name, kernel_init=nn.with_logical_partitioning(
-        nn.initializers.lecun_normal(), axes))
+    dense = lambda n, axes, name: layers.dense(n, axes, name=name)
     if self.decoder == "linear":
       self.dec = [dense(out, ("embed", "classes"), "decoder")]
     elif self.decoder == "mlp":
@@ -353,9 +354,7 @@ class LinearProbe(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    return nn.Dense(self.num_classes, use_bias=self.use_bias,
-                    kernel_init=nn.with_logical_partitioning(
-                        nn.initializers.lecun_normal(), ("input", "classes")))(x)
+    return layers.dense(self.num_classes, ("input", "classes"), use_bias=self.use_bias)(x)
 
 
 class MLPProbe(nn.Module):
@@ -364,10 +363,8 @@ class MLPProbe(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    h = nn.relu(nn.Dense(self.hidden, kernel_init=nn.with_logical_partitioning(
-        nn.initializers.lecun_normal(), ("input", "mlp")))(x))
-    return nn.Dense(self.num_classes, kernel_init=nn.with_logical_partitioning(
-        nn.initializers.lecun_normal(), ("mlp", "classes")))(h)
+    h = nn.relu(layers.dense(self.hidden, ("input", "mlp"))(x))
+    return layers.dense(self.num_classes, ("mlp", "classes"))(h)
 
 
 # ----------------------------------------------------------------------------
@@ -383,8 +380,7 @@ class MLPAutoEncoder(nn.Module):
   hidden: int = 256
 
   def setup(self):
-    dense = lambda n, axes, name: nn.Dense(n, name=name, kernel_init=nn.with_logical_partitioning(
-        nn.initializers.lecun_normal(), axes))
+    dense = lambda n, axes, name: layers.dense(n, axes, name=name)
     self.enc_hidden = dense(self.hidden, ("input", "mlp"), "enc_hidden")
     self.enc_out = dense(self.dim, ("mlp", "embed"), "enc_out")
     self.dec_hidden = dense(self.hidden, ("embed", "mlp"), "dec_hidden")

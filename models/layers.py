@@ -90,6 +90,11 @@ def interleaved_tokens(x: jax.Array, y: jax.Array, num_classes: int) -> jax.Arra
   return jnp.stack([qry, ctx], axis=2).reshape(b, 2 * length, d)
 
 
+# The one logit given to masked-out attention pairs in every model (finite, so a fully
+# masked row, e.g. a padding query, stays uniform instead of NaN; representable in bf16).
+MASK_VALUE = -1e30
+
+
 def dense(features: int, axes: Sequence[str | None], *, use_bias: bool = True,
           kernel_init: Initializer = nn.initializers.lecun_normal(),
           name: str | None = None) -> nn.Dense:

@@ -44,8 +44,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from models import layers
+
 Array = jax.Array
-_NEG_INF = -1e30  # finite, so fully masked rows (padding queries) stay NaN-free
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,7 +222,7 @@ def attend(q: Array, k: Array, v: Array, mask: Array, probs_dropout=None) -> Arr
   kvh = k.shape[2]
   q = q.reshape(b, t, kvh, h // kvh, d)
   scores = jnp.einsum("btkgd,bskd->bkgts", q, k).astype(jnp.float32) / jnp.sqrt(d)
-  scores = jnp.where(mask[:, None, None], scores, _NEG_INF)
+  scores = jnp.where(mask[:, None, None], scores, layers.MASK_VALUE)
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   if probs_dropout is not None:
     probs = probs_dropout(probs)

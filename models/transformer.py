@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from models import cpu_attention
-from models.layers import paper_tokens, query_layout_tokens
+from models.layers import MASK_VALUE, paper_tokens, query_layout_tokens
 from models.registry import LEARNERS
 
 Layout = Literal["paper", "query"]
@@ -56,8 +56,6 @@ def _layer_norm(name):
   )
 
 
-# The one logit given to masked-out pairs (finite: a fully masked row stays uniform, not NaN).
-MASK_VALUE = -1e30
 ATTENTION = ("auto", "xla", "jax", "cpu_fused")
 
 
