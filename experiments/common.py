@@ -29,6 +29,21 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(out)
 
 
+def family_train(c, *, num_steps: int, batch_size: int, num_seeds: int, tiny: bool,
+                 tiny_steps: int = 0, tiny_classical=("knn1",)) -> None:
+  """The train and eval settings shared by the task-family reproductions (Garg,
+  Raventós, Chan): seeds vmapped in one step, 10 updates per call, and their `:tiny`
+  form (2 seeds, 8 sequences, one cheap classical learner)."""
+  c.train.update(num_steps=num_steps, batch_size=batch_size, num_seeds=num_seeds,
+                 steps_per_call=10, log_every=100, eval_every=1000, checkpoint_every=1000,
+                 tensorboard=False)
+  if tiny:
+    tiny_train(c, num_steps=tiny_steps or 4, batch_size=8)
+    c.train.num_seeds = 2
+    c.eval.num_sequences = 8
+    c.eval.classical = tuple(tiny_classical)
+
+
 def tiny_train(c, *, num_steps: int, batch_size: int, log_every: int = 2,
                eval_every: int = 3) -> None:
   """The train settings of every config's `:tiny` variant (tests)."""

@@ -31,14 +31,9 @@ def get_config(arg=None):
                            zipf_exponent=a.zipf, within_class_std=a.noise)
   c.eval.datasets = ()
   c.eval.classical = ("knn1", "logistic")
-  c.train.update(num_steps=a.steps or 3000, batch_size=a.batch, num_seeds=a.seeds,
-                 steps_per_call=10, log_every=100, eval_every=1000, checkpoint_every=1000,
-                 tensorboard=False)
+  common.family_train(c, num_steps=a.steps or 3000, batch_size=a.batch, num_seeds=a.seeds,
+                      tiny=a.tiny, tiny_steps=a.steps)
   if a.tiny:
-    common.tiny_train(c, num_steps=a.steps or 4, batch_size=8)
-    c.train.num_seeds = 2
-    c.eval.num_sequences = 8
-    c.eval.classical = ("knn1",)
     c.data.num_classes = 16
     c.families.bursty.update(num_train_classes=16, num_holdout_classes=4)
   return c.lock()

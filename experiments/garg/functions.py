@@ -40,12 +40,8 @@ def get_config(arg=None):
   steps = a.steps or 3000
   c.curriculum.update(steps=steps // 2, dim_start=max(1, a.dim // 2), loss_len_start=a.dim + 1)
   c.optimizer.learning_rate = a.lr
-  c.train.update(num_steps=steps, batch_size=a.batch, num_seeds=a.seeds, steps_per_call=10,
-                 log_every=100, eval_every=1000, checkpoint_every=1000, tensorboard=False)
+  common.family_train(c, num_steps=steps, batch_size=a.batch, num_seeds=a.seeds, tiny=a.tiny,
+                      tiny_steps=a.steps, tiny_classical=("least_squares", "knn1"))
   if a.tiny:
-    common.tiny_train(c, num_steps=a.steps or 4, batch_size=8)
     c.curriculum.steps = 2
-    c.train.num_seeds = 2
-    c.eval.num_sequences = 8
-    c.eval.classical = ("least_squares", "knn1")
   return c.lock()

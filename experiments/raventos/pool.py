@@ -33,12 +33,6 @@ def get_config(arg=None):
   c.eval.datasets = ()
   c.eval.classical = ("least_squares", "knn1")
   c.optimizer.learning_rate = a.lr
-  c.train.update(num_steps=a.steps or 2000, batch_size=a.batch, num_seeds=a.seeds,
-                 steps_per_call=10, log_every=100, eval_every=1000, checkpoint_every=1000,
-                 tensorboard=False)
-  if a.tiny:
-    common.tiny_train(c, num_steps=a.steps or 4, batch_size=8)
-    c.train.num_seeds = 2
-    c.eval.num_sequences = 8
-    c.eval.classical = ("knn1",)
+  common.family_train(c, num_steps=a.steps or 2000, batch_size=a.batch, num_seeds=a.seeds,
+                      tiny=a.tiny, tiny_steps=a.steps)
   return c.lock()
