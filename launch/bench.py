@@ -369,6 +369,7 @@ def _optional_benches():
   out = {}
   for module, fn in (("research.dkvb.bench", "bench_lookup"),
                      ("research.llm.bench", "bench_prefix_cache"),
+                     ("research.dkvb.bench", "bench_toy"),
                      ("research.gpicl.bench", "bench_step_breakdown")):
     try:
       mod = __import__(module, fromlist=[fn])

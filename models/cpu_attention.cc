@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -233,27 +234,42 @@ struct Scratch {
 
 // Runs body(unit, scratch) for unit in [0, n) on the caller and XLA's intra-op
 // threads; each thread gets its own `scratch_floats` of scratch.
+//
+// The caller never waits for a helper that has not started: several of these calls run
+// at once on the same pool (vmapped seeds, independent layers), and a caller blocked on
+// queued helpers can hold every pool thread (a deadlock seen with 8 such calls on 8
+// threads). Helpers that start after all units are claimed return without touching
+// `body`; the caller waits only for helpers inside the unit loop.
 template <typename F>
 void parallel_units(ffi::ThreadPool& pool, int64_t n, size_t scratch_floats, const F& body) {
-  int64_t threads = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), n));
-  std::atomic<int64_t> next{0};
-  auto work = [&] {
-    Scratch s(scratch_floats);
-    for (int64_t u; (u = next.fetch_add(1)) < n;) body(u, s.base);
+  struct State {
+    std::atomic<int64_t> next{0};
+    std::mutex mu;
+    std::condition_variable cv;
+    int64_t running = 0;  // Helpers inside the unit loop.
   };
-  std::mutex mu;
-  std::condition_variable cv;
-  int64_t pending = threads - 1;
+  auto st = std::make_shared<State>();
+  const F* fn = &body;
+  auto units = [st, n, scratch_floats, fn] {
+    Scratch s(scratch_floats);
+    for (int64_t u; (u = st->next.fetch_add(1)) < n;) (*fn)(u, s.base);
+  };
+  int64_t threads = std::max<int64_t>(1, std::min<int64_t>(pool.num_threads(), n));
   for (int64_t t = 1; t < threads; ++t) {
-    pool.Schedule([&] {
-      work();
-      std::lock_guard<std::mutex> lock(mu);
-      if (--pending == 0) cv.notify_one();
+    pool.Schedule([st, n, units] {
+      {
+        std::lock_guard<std::mutex> lock(st->mu);
+        if (st->next.load() >= n) return;  // All claimed: the caller may be gone.
+        ++st->running;
+      }
+      units();
+      std::lock_guard<std::mutex> lock(st->mu);
+      if (--st->running == 0) st->cv.notify_all();
     });
   }
-  work();
-  std::unique_lock<std::mutex> lock(mu);
-  cv.wait(lock, [&] { return pending == 0; });
+  units();
+  std::unique_lock<std::mutex> lock(st->mu);
+  st->cv.wait(lock, [&] { return st->running == 0; });
 }
 
 // Copies head h of sequence n ([T, D] with row stride H*D) into a [Tp, Dp] tile

@@ -84,9 +84,17 @@ def available() -> bool:
   return True
 
 
+# Longest sequence the kernel takes: each thread keeps up to four T × T float32 squares
+# (backward), outside XLA's memory estimate; longer sequences take the einsum form,
+# whose T × T logits the trainer's memory check then sees (16 GiB per thread at T 30000).
+MAX_LENGTH = 2048
+
+
 def supports(q, mask) -> bool:
-  """Whether `attention` runs the kernel here: float32 on CPU, a [.., T, T] mask."""
+  """Whether `attention` runs the kernel here: float32 on CPU, a [.., T, T] mask,
+  T ≤ MAX_LENGTH."""
   return (q.dtype == jnp.float32 and jax.default_backend() == "cpu"
+          and q.shape[-3] <= MAX_LENGTH
           and mask.shape[-2:] == (q.shape[-3], q.shape[-3]) and available())
 
 

@@ -74,8 +74,10 @@ def dot_product_attention(q, k, v, mask, implementation: str = "auto"):
   if implementation == "jax":
     return jax.nn.dot_product_attention(q, k, v, mask=mask)
   if implementation == "cpu_fused" and not cpu_attention.supports(q, mask):
-    raise ValueError(f"attention='cpu_fused' needs float32 on CPU and a built kernel (got "
-                     f"{q.dtype} on {jax.default_backend()}); use 'auto' to fall back to 'xla'")
+    raise ValueError(f"attention='cpu_fused' needs float32 on CPU, a built kernel and at most "
+                     f"{cpu_attention.MAX_LENGTH} tokens (got {q.dtype} on "
+                     f"{jax.default_backend()}, {q.shape[-3]} tokens); use 'auto' to fall back "
+                     f"to 'xla'")
   if implementation != "xla" and cpu_attention.supports(q, mask):
     return cpu_attention.attention(q, k, v, mask)
   scale = q.shape[-1] ** -0.5

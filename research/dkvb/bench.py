@@ -160,12 +160,14 @@ class CompileCounter:
     jax.monitoring.unregister_event_duration_listener(self._listen)
 
 
-def bench_toy(num_seeds: int = 3, max_compiles_per_model: int = 12) -> dict[str, float]:
+def bench_toy(num_seeds: int = 3, max_compiles_per_model: int = 12,
+              arg: str | None = None) -> dict[str, float]:
   """End-to-end Fig. 2 toy (`experiments/dkvb/toy2d.py`): per model, key init + 4
   stages × 1000 full-batch steps + evaluations for `num_seeds` seeds vmapped in one
   step, compilation included (the persistent compile cache off: every compile is
   paid), and the number of XLA compilations. Raises if a model compiles more than
-  `max_compiles_per_model` times (a loop that recompiles)."""
+  `max_compiles_per_model` times (a loop that recompiles). `arg`: the config's variant
+  (":tiny" in the test that keeps this bench from rotting)."""
   import importlib.util
   import tempfile
   from research.dkvb import experiment
@@ -178,9 +180,9 @@ def bench_toy(num_seeds: int = 3, max_compiles_per_model: int = 12) -> dict[str,
   out: dict[str, float] = {"num_seeds": num_seeds}
   try:
     with tempfile.TemporaryDirectory() as workdir:
-      experiment.load_stream.__wrapped__ if hasattr(experiment.load_stream, "__wrapped__") else None
       for name in ("dkvb_1x400", "dkvb_20x20", "linear", "mlp"):
-        cfg = mod.get_config()
+        cfg = mod.get_config(arg)
+        cfg.unlock()
         cfg.num_seeds, cfg.only, cfg.stream.save_grid = num_seeds, name, False
         with CompileCounter() as counter:
           t0 = time.perf_counter()

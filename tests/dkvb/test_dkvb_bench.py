@@ -11,3 +11,14 @@ def test_bench_lookup_and_key_init_tiny():
   assert out["lookup_naive_distance_bytes"] == 8 * 4 * 64 * 4
   e2e = bench.bench_key_init(chunk_size=16, **size)
   assert e2e["key_init_e2e_steps"] == 10 and e2e["key_init_e2e_s"] > 0
+
+
+def test_bench_toy_counts_compiles_and_fails_loudly_when_a_loop_recompiles():
+  """The toy bench runs (tiny config, 1 seed) and reports compile counts; a limit below
+  what one model needs raises instead of timing a recompiling loop."""
+  import pytest
+  out = bench.bench_toy(num_seeds=1, arg="tiny", max_compiles_per_model=100)
+  for name in ("dkvb_1x400", "dkvb_20x20", "linear", "mlp"):
+    assert 0 < out[f"toy_{name}_compiles"] <= 100 and out[f"toy_{name}_s_per_seed"] > 0
+  with pytest.raises(RuntimeError, match="a loop recompiles"):
+    bench.bench_toy(num_seeds=1, arg="tiny", max_compiles_per_model=1)

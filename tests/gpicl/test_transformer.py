@@ -94,6 +94,34 @@ def test_fused_kernel_matches_einsum(shape, mask_kind):
     np.testing.assert_allclose(w, u, rtol=1e-5, atol=2e-6)
 
 
+_MANY_CALLS = r"""
+import jax, jax.numpy as jnp
+from models import cpu_attention
+mask = jnp.tril(jnp.ones((32, 32), bool))[None, None]
+xs = [jax.random.normal(jax.random.key(i), (4, 32, 2, 8)) for i in range(16)]
+loss = lambda xs: sum(jnp.sum(cpu_attention.attention(x, x, x, mask)) for x in xs)
+step = jax.jit(jax.grad(loss))
+for _ in range(50):
+  jax.block_until_ready(step(xs))
+print("done")
+"""
+
+
+@needs_kernel
+def test_fused_kernel_many_concurrent_calls_do_not_deadlock():
+  """16 independent kernel calls that XLA runs at once on its intra-op pool: a caller
+  that waited for its queued (not started) helpers held every pool thread and hung
+  (the kernel before this test hung in the first of 50 steps). In a subprocess, so a
+  hang fails the test instead of the suite."""
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  r = subprocess.run([sys.executable, "-c", _MANY_CALLS], cwd=root, capture_output=True,
+                     text=True, timeout=240)
+  assert r.returncode == 0 and "done" in r.stdout, r.stderr[-2000:]
+
+
 @needs_kernel
 def test_fused_kernel_under_vmap_and_on_sharded_inputs():
   """vmap over a leading axis (per-example masks included) and batch-sharded inputs."""
