@@ -60,7 +60,10 @@ def test_function_families_give_classes_or_values(name):
   b = _sample(fam, n=64)
   assert fam.target == "classes" and fam.num_outputs == 4
   assert set(np.unique(b["y"])) <= set(range(4)) and len(np.unique(b["y"])) > 1
-  assert b["x"][..., fam.dim:].max() == 0 and b["x"][..., :fam.dim].std() > 0.5
+  if fam.dim:  # Function classes of `dim` inputs: padded with zeros to data.input_dim.
+    assert b["x"][..., fam.dim:].max() == 0 and b["x"][..., :fam.dim].std() > 0.5
+  else:  # Embedded in every input dimension (clusters).
+    assert b["x"].std() > 0.1 and np.isfinite(b["x"]).all()
 
 
 def test_linear_regression_targets_are_linear_and_pool_is_finite():

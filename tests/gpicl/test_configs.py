@@ -95,6 +95,7 @@ def test_pca_dim_reduces_every_set():
   """data.pca_dim: each set on its own top components, unit mean variance; checked config."""
   from experiments.gpicl import digits
   from research import config as config_lib
+  from research.gpicl import experiment as gpicl
   from research.gpicl import projection
   c = digits.get_config("tiny")
   c.data.update(pca_dim=8, input_dim=8)

@@ -11,6 +11,7 @@ from research import train
 from research.data import offline
 from research.gpicl import evaluation
 from research.gpicl import experiment as gpicl
+from research.gpicl import projection
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def trained(tmp_path_factory):
 
 def test_load_gives_config_params_and_experiment_without_evaluation_sets(trained, monkeypatch):
   w, final = trained
-  monkeypatch.setattr(gpicl, "_other_pool", lambda *a: (_ for _ in ()).throw(
+  monkeypatch.setattr(projection, "other_pool", lambda *a: (_ for _ in ()).throw(
       AssertionError("runs.load must not build evaluation-only datasets")))
   run = runs.load(w)
   assert run.config.task == "gpicl" and run.config.data.seq_len == 12 and run.step == 6
