@@ -425,9 +425,14 @@ def replica_writers(workdir: str, seeds, tensorboard: bool):
 
 
 def seeds_summary(seeds, finals: list[dict]) -> dict:
-  """final_metrics.json of a vmapped-seeds run: per seed, and mean ± standard error."""
+  """final_metrics.json of a vmapped-seeds run: per seed, and for every metric its mean
+  over seeds with `<key>_se` the standard error over the n = len(seeds) seeds. A seed's
+  own `<key>_se` (over its evaluation sequences) stays in `per_seed`: it is not averaged
+  into the name that holds the spread over seeds."""
   out = {"step": finals[0]["step"], "seeds": list(seeds), "per_seed": finals}
   for key in finals[0]:
+    if key.endswith("_se") and key[:-3] in finals[0]:
+      continue
     values = [f.get(key) for f in finals]
     if key != "step" and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                              for v in values):

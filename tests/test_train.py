@@ -182,6 +182,17 @@ def test_vmapped_seeds_match_separate_runs(tmp_path):
     assert len(losses(str(tmp_path / "v" / f"seed_{s}"))) == len(losses(str(tmp_path / f"s{s}")))
 
 
+def test_seeds_summary_se_is_over_seeds_not_the_mean_of_per_seed_se():
+  """`acc_se` in a vmapped-seeds summary is the standard error over seeds; a seed's own
+  `acc_se` (over its sequences) must not overwrite it (it once did)."""
+  from research import stats
+  finals = [{"step": 5, "acc": a, "acc_se": 0.03} for a in (0.96, 0.94, 0.93)]
+  out = train.seeds_summary([0, 1, 2], finals)
+  mean, se, _ = stats.mean_se([0.96, 0.94, 0.93])
+  assert out["acc"] == mean and out["acc_se"] == se and se < 0.01
+  assert "acc_se_se" not in out and out["per_seed"][0]["acc_se"] == 0.03
+
+
 def test_steps_per_call_is_bit_identical_to_one_step_per_call(tmp_path):
   every = {"train.log_every": 6, "train.eval_every": 6, "train.checkpoint_every": 6}
   train.train_and_evaluate(tiny(**every), str(tmp_path / "one"))
