@@ -106,8 +106,9 @@ void abt_rows4(const float* A, int lda, const float* Bt, int ldb, float* C, int 
   }
 }
 
-// C[r, :] (+)= sum_{j in [j0, j1)} P[r, j] * V[j, :] for R rows and NV vectors of V's width.
-template <int R, int NV>
+// C[r, :] = sum_{j in [j0, j1)} P[r, j] * V[j, :] for R rows and NV vectors of V's width;
+// with Transposed, P[j, r] (P's columns r are contiguous, so no transpose is materialised).
+template <int R, int NV, bool Transposed>
 inline void pv_tile(const float* P, int ldp, const float* V, int ldv, float* C, int ldc, int j0,
                     int j1) {
   vf acc[R][NV] = {};
@@ -117,7 +118,7 @@ inline void pv_tile(const float* P, int ldp, const float* V, int ldv, float* C, 
     for (int v = 0; v < NV; ++v) b[v] = load(V + j * ldv + v * W);
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      vf a = splat(P[r * ldp + j]);
+      vf a = splat(Transposed ? P[j * ldp + r] : P[r * ldp + j]);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
     }
@@ -126,39 +127,14 @@ inline void pv_tile(const float* P, int ldp, const float* V, int ldv, float* C, 
     for (int v = 0; v < NV; ++v) store(C + r * ldc + v * W, acc[r][v]);
 }
 
-// C[r, :] = sum_{i in [i0, i1)} P[i, r] * V[i, :]: the same with P transposed (P's
-// columns r are contiguous, so no transpose is materialised).
-template <int R, int NV>
-inline void ptv_tile(const float* P, int ldp, const float* V, int ldv, float* C, int ldc, int i0,
-                     int i1) {
-  vf acc[R][NV] = {};
-  for (int i = i0; i < i1; ++i) {
-    vf b[NV];
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) b[v] = load(V + i * ldv + v * W);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      vf a = splat(P[i * ldp + r]);
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < NV; ++v) store(C + r * ldc + v * W, acc[r][v]);
-}
-
-// 8 rows of C = P[i0:i1, cols]^T V (8 columns of P from `P`), V of width dp.
-void ptv_rows8(const float* P, int ldp, const float* V, int dp, float* C, int i0, int i1) {
-  int c = 0;
-  for (; c + 2 * W <= dp; c += 2 * W) ptv_tile<8, 2>(P, ldp, V + c, dp, C + c, dp, i0, i1);
-  if (c < dp) ptv_tile<8, 1>(P, ldp, V + c, dp, C + c, dp, i0, i1);
-}
-
-// 8 rows of C = P[:, j0:j1] V, V of width dp (a multiple of W), in chunks of 2 vectors.
+// 8 rows of C = P[:, j0:j1] V (Transposed: P[j0:j1, cols]^T V), V of width dp (a multiple
+// of W), in chunks of 2 vectors.
+template <bool Transposed>
 void pv_rows8(const float* P, int ldp, const float* V, int dp, float* C, int j0, int j1) {
   int c = 0;
-  for (; c + 2 * W <= dp; c += 2 * W) pv_tile<8, 2>(P, ldp, V + c, dp, C + c, dp, j0, j1);
-  if (c < dp) pv_tile<8, 1>(P, ldp, V + c, dp, C + c, dp, j0, j1);
+  for (; c + 2 * W <= dp; c += 2 * W)
+    pv_tile<8, 2, Transposed>(P, ldp, V + c, dp, C + c, dp, j0, j1);
+  if (c < dp) pv_tile<8, 1, Transposed>(P, ldp, V + c, dp, C + c, dp, j0, j1);
 }
 
 // What a mask allows, per row and per column, precomputed once per call.
@@ -400,7 +376,7 @@ ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ff
       for (int i0 = 0; i0 < Tp; i0 += 8) {
         int a, b;
         block_range(mi, i0, 8, T, 1, &a, &b);
-        pv_rows8(P + i0 * Tp, Tp, V, Dp, O + i0 * Dp, a, b);
+        pv_rows8<false>(P + i0 * Tp, Tp, V, Dp, O + i0 * Dp, a, b);
       }
       scatter_head(O, d, n, h, o);
     }
@@ -486,13 +462,13 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<f
       for (int i0 = 0; i0 < Tp; i0 += 8) {  // dQ = dS K.
         int a, b;
         block_range(mi, i0, 8, T, 1, &a, &b);
-        pv_rows8(dS + i0 * Tp, Tp, K, Dp, dQ + i0 * Dp, a, b);
+        pv_rows8<false>(dS + i0 * Tp, Tp, K, Dp, dQ + i0 * Dp, a, b);
       }
       for (int j0 = 0; j0 < Tp; j0 += 8) {  // dV = P^T dO, dK = dS^T Q.
         int a, b;
         block_range(mi, j0, 8, T, 1, &a, &b, /*columns=*/true);
-        ptv_rows8(P + j0, Tp, dO, Dp, dV + j0 * Dp, a, b);
-        ptv_rows8(dS + j0, Tp, Q, Dp, dK + j0 * Dp, a, b);
+        pv_rows8<true>(P + j0, Tp, dO, Dp, dV + j0 * Dp, a, b);
+        pv_rows8<true>(dS + j0, Tp, Q, Dp, dK + j0 * Dp, a, b);
       }
       scatter_head(dQ, d, n, h, dq);
       scatter_head(dK, d, n, h, dk);
