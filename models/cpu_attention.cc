@@ -309,15 +309,20 @@ Dims get_dims(const ffi::AnyBuffer::Dimensions& q, const ffi::AnyBuffer::Dimensi
   return d;
 }
 
+// The MaskInfo of each of the d.M masks ([M, T, T], row-major).
+std::vector<MaskInfo> mask_infos(const bool* mask, const Dims& d) {
+  std::vector<MaskInfo> masks;
+  for (int64_t m = 0; m < d.M; ++m) masks.push_back(mask_info(mask + m * d.T * d.T, int(d.T), d.Tp));
+  return masks;
+}
+
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
                    ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::PRED> mask, float scale,
                    ffi::ResultBuffer<ffi::F32> o, ffi::ResultBuffer<ffi::F32> lse) {
   ffi::Error err = ffi::Error::Success();
   const Dims d = get_dims(q.dimensions(), mask.dimensions(), &err);
   if (err.failure()) return err;
-  std::vector<MaskInfo> masks;
-  for (int64_t m = 0; m < d.M; ++m)
-    masks.push_back(mask_info(mask.typed_data() + m * d.T * d.T, int(d.T), d.Tp));
+  const std::vector<MaskInfo> masks = mask_infos(mask.typed_data(), d);
   const int T = int(d.T), Tp = d.Tp, Dp = d.Dp;
   const size_t tile = size_t(Tp) * Dp, square = size_t(Tp) * Tp;
 
@@ -395,9 +400,7 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<f
   ffi::Error err = ffi::Error::Success();
   const Dims d = get_dims(q.dimensions(), mask.dimensions(), &err);
   if (err.failure()) return err;
-  std::vector<MaskInfo> masks;
-  for (int64_t m = 0; m < d.M; ++m)
-    masks.push_back(mask_info(mask.typed_data() + m * d.T * d.T, int(d.T), d.Tp));
+  const std::vector<MaskInfo> masks = mask_infos(mask.typed_data(), d);
   const int T = int(d.T), Tp = d.Tp, Dp = d.Dp;
   const size_t tile = size_t(Tp) * Dp, square = size_t(Tp) * Tp;
 
