@@ -5,7 +5,8 @@ Per (task, seed), S_D comes from the seed's K demonstrations, packed exactly as 
 training (`research/mend/data.py`: " x y" per demonstration, left-truncated by whole
 demonstrations to the run's slot), is prefilled into the KV cache as `prefix_embeds`,
 and every (query, option) row is scored against it with the shared direct scoring.
-The run's newest checkpoint is used (no selection on meta-test tasks).
+The run's newest checkpoint is used (no selection on meta-test tasks), or the one named
+as `LABEL=RUN_DIR@STEP` (learning curves).
 
 Efficiency (XLA cost analysis of the executables that ran; wall time of those calls):
 S_D reused per (task, seed) — distiller + l-vector prefill amortised over the task's
@@ -39,7 +40,9 @@ class Distilled(Method):
 
   def __init__(self, ctx, run):
     super().__init__(ctx, run)
-    trained = runs.load(run)
+    path, _, step = run.partition("@")  # RUN_DIR@STEP: that checkpoint (default: newest).
+    trained = runs.load(path, step=int(step) if step else None)
+    self.step = trained.step
     if trained.config.model.to_dict() != llm_defaults.section_of(ctx.lm).to_dict():
       raise ConfigError(f"{run} was trained against model {trained.config.model.to_dict()}, "
                         f"this evaluation uses {llm_defaults.section_of(ctx.lm).to_dict()}")
@@ -125,6 +128,7 @@ class Distilled(Method):
     rows_f, rows_s = cost["rows_flops"] / nq, cost["rows_s"] / nq
     pre_f, pre_s = cost["prefill_flops"] / npfx, cost["prefill_s"] / npfx
     record["workdir"] = self.run
+    record["step"] = self.step
     record["efficiency"] = {
         # The harness's columns: S_D reused per task (the distiller's cost included).
         "flops_per_query": rows_f + (pre_f + d_flops) / q_per_prefix,

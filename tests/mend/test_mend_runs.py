@@ -65,15 +65,19 @@ def test_pretrain_finetune_evaluate_tiny(tmp_path):
   train.run(_with(ft_cfg.get_config("tiny,kl=0"), **{"data.suite_dir": suite}), ht)
 
   ev = str(tmp_path / "eval")
-  methods = ("zero_shot", "icl", "prompt_tuning", f"mend={ft}", f"hypertuning={ht}")
+  methods = ("zero_shot", "icl", "prompt_tuning", f"mend={ft}", f"hypertuning={ht}",
+             f"mend_step2={ft}@2")
   cfg = _with(eval_cfg.get_config("tiny"), methods=methods, **{"data.suite_dir": suite})
   res = train.run(cfg, ev)
   for m in ("zero_shot", "icl", "prompt_tuning", "mend", "hypertuning"):
     assert 0.0 <= res["methods"][m]["mean"] <= 1.0
   assert res["methods"]["mend"]["n"] == 2 and res["methods"]["mend"]["method"] == "mend_finetune"
-  assert res["mend_methods"] == ["mend", "hypertuning"]
+  assert res["mend_methods"] == ["mend", "hypertuning", "mend_step2"]
+  # RUN_DIR@STEP evaluates that checkpoint (a learning curve), the newest by default.
+  assert res["methods"]["mend_step2"]["efficiency"] and res["methods"]["mend_step2"]["step"] == 2
+  assert res["methods"]["mend"]["step"] == ft_cfg.get_config("tiny").train.num_steps
   assert res["trained_on"] == {m: "class_to_class" for m in ("prompt_tuning", "mend",
-                                                              "hypertuning")}
+                                                              "hypertuning", "mend_step2")}
   e = res["methods"]["mend"]["efficiency"]
   assert e["total_flops_per_query"] > e["total_flops_reuse"] > e["llm_flops_reuse"] > 0
   assert e["compression"] > 1.0

@@ -21,7 +21,8 @@ A method is one file that registers a `Method` subclass and declares its needs:
 
 `config.methods` lists what an evaluation runs, each entry `NAME` (a registered
 method) or `LABEL=RUN_DIR` (a trained run, evaluated by the method of its task and
-reported as LABEL): e.g. ("zero_shot", "icl", "mend=runs/mend/ft_300",
+reported as LABEL; `LABEL=RUN_DIR@STEP` names one of its checkpoints, for methods that
+read one — MEND's distiller): e.g. ("zero_shot", "icl", "mend=runs/mend/ft_300",
 "hypertuning=runs/mend/ht_300"). The loop in `evaluation.py` looks every entry up
 here; nothing else lists method names. Files anywhere under `research/` register
 (ICL's baselines in `research/icl/methods/`, MEND's distiller in `research/mend/`).
@@ -139,6 +140,9 @@ def parse(specs: Sequence[str]) -> list[Spec]:
     label = label.strip()
     if eq:
       path = path.strip()
+      path, at, step = path.partition("@")  # RUN_DIR@STEP: that checkpoint, not the newest.
+      if at and not step.isdigit():
+        raise ConfigError(f"config.methods entry {s!r}: write a checkpoint as RUN_DIR@STEP")
       if not os.path.exists(os.path.join(path, "config.json")):
         raise ConfigError(f"config.methods entry {s!r}: {path} is not a trainer run directory "
                           f"(no config.json); train it first")
@@ -146,7 +150,7 @@ def parse(specs: Sequence[str]) -> list[Spec]:
       check_entry(entry)
       if entry.run == "never":
         raise ConfigError(f"config.methods entry {s!r}: method {entry.name!r} takes no run")
-      out.append(Spec(label, entry, path))
+      out.append(Spec(label, entry, path + (f"@{step}" if at else "")))
     else:
       entry = METHODS.get(label)
       check_entry(entry)
