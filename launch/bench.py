@@ -370,7 +370,8 @@ def _optional_benches():
   for module, fn in (("research.dkvb.bench", "bench_lookup"),
                      ("research.llm.bench", "bench_prefix_cache"),
                      ("research.dkvb.bench", "bench_toy"),
-                     ("research.gpicl.bench", "bench_step_breakdown")):
+                     ("research.gpicl.bench", "bench_step_breakdown"),
+                     ("research.mend.bench", "bench_stage2_breakdown")):
     try:
       mod = __import__(module, fromlist=[fn])
       out[f"{module.split('.')[1]}_{fn[6:]}"] = getattr(mod, fn)

@@ -46,14 +46,14 @@ from models import llm
 TOP_K = (16, 64, 256)
 
 
-def _config(after: bool, episodes: int, suite_dir: str):
+def _config(after: bool, episodes: int, suite_dir: str, tiny: bool = False):
   from experiments.mend import finetune  # pylint: disable=import-outside-toplevel
-  c = finetune.get_config("steps=300")
+  # "before" is the README's stage-2 runs: fresh demonstrations, teacher in the step.
+  c = finetune.get_config(f"steps=300,episodes={episodes},fast={after}" + (",tiny" * tiny))
   with c.unlocked():
-    c.data.update(max_length=384, max_row_tokens=48, suite_dir=suite_dir)
-    if after:
-      c.data.update(episodes=episodes, buckets=4)
-      c.teacher.cache = "topk"
+    c.data.suite_dir = suite_dir
+    if not tiny:
+      c.data.update(max_length=384, max_row_tokens=48)
   return c.lock()
 
 
@@ -152,15 +152,16 @@ def truncation_error(exp, params, batches) -> dict:
 
 
 def bench_stage2_breakdown(steps: int = 8, episodes: int = 256, suite_dir: str = "runs/mend",
-                           rounds: int = 2) -> dict:
-  """Parts and whole steps of stage 2, before and after; see the module docstring."""
+                           rounds: int = 2, tiny: bool = False) -> dict:
+  """Parts and whole steps of stage 2, before and after; see the module docstring.
+  `tiny`: the tiny random LLM of the `:tiny` configs (tests)."""
   load0 = os.getloadavg()
-  mesh = sharding.make_mesh(_config(False, episodes, suite_dir).mesh)
+  mesh = sharding.make_mesh(_config(False, episodes, suite_dir, tiny).mesh)
   out: dict = {"steps_per_round": steps, "rounds": rounds, "episodes": episodes}
   built = {}
   for name, after in (("before", False), ("after", True)):
     t0 = time.perf_counter()
-    exp, state, step, inputs = train.fresh_state_and_step(_config(after, episodes, suite_dir),
+    exp, state, step, inputs = train.fresh_state_and_step(_config(after, episodes, suite_dir, tiny),
                                                           mesh)
     built[name] = [exp, state, step, inputs, 0]
     out[name] = {"build_and_compile_s": time.perf_counter() - t0, "step_s": [],

@@ -191,3 +191,20 @@ def test_stopped_and_resumed_many_times_is_bit_identical(suite_dir, tmp_path):
   sa = a.restore(12, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
   sb = b.restore(12, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
   jax.tree.map(np.testing.assert_array_equal, sa["params"], sb["params"])
+
+
+def test_stage2_breakdown_bench_runs_on_the_tiny_model(tmp_path):
+  """`make bench`'s MEND breakdown (research/mend/bench.py) on the tiny LLM: every part
+  timed before and after, whole steps of both, and the top-k KL's truncation error —
+  which shrinks as k grows and never exceeds the full KL (the tail bucket only merges)."""
+  from research.mend import bench
+  r = bench.bench_stage2_breakdown(steps=1, episodes=8, suite_dir=str(tmp_path), rounds=1,
+                                   tiny=True)
+  for name in ("before", "after"):
+    assert r[name]["mean_step_s"] > 0 and set(r[name]["parts_s"]) == {
+        "teacher_fwd", "teacher_fwd_legacy", "distiller_fwd_bwd", "student_fwd_bwd",
+        "vocab_kl_fwd_bwd"}
+  assert r["after"]["teacher_cache_computed"] + r["after"]["teacher_cache_hits"] == 8
+  errs = [r["truncation"][f"top{k}"]["relative_error"] for k in bench.TOP_K]
+  assert all(e >= -1e-6 for e in errs) and errs[0] >= errs[-1]
+  assert "steps / hour" in bench.markdown(r)
