@@ -14,20 +14,23 @@ Command (the README's numbers):
 Variants:
   :family=sparse_linear_regression   Garg's other classes (decision_tree, relu_net)
   :dim=8                             input dimension (default 5; sequence length 3·dim)
+  :learner=maml                      any registered GPICL learner in place of the transformer
+                                     (maml: the meta-learned-initialisation baseline)
   :tiny                              a few steps, for tests
 Measured: experiments/garg/README.md.
 """
 from experiments import common
 from research.gpicl import defaults
 
-# Classical learners per class (those that do not apply to real targets are skipped).
-CLASSICAL = ("least_squares", "ridge", "knn1", "knn_sqrt", "lasso")
+# Classical learners per class (those that do not apply to real targets are skipped); sgd is
+# GPICL's online-Adam learner, untrained.
+CLASSICAL = ("least_squares", "ridge", "knn1", "knn_sqrt", "lasso", "sgd")
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, tiny=False, family="linear_regression", dim=5, steps=0, seeds=3,
+  a = common.parse_arg(arg, tiny=False, learner="transformer", family="linear_regression", dim=5, steps=0, seeds=3,
                        lr=1e-3, batch=64)
-  c = defaults.get_config("transformer", "tiny" if a.tiny else "small")
+  c = defaults.get_config(a.learner, "tiny" if a.tiny else "small")
   c.data.family = a.family
   c.data.num_classes = 1          # One output: the predicted value.
   c.data.input_dim = a.dim

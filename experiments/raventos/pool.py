@@ -14,6 +14,8 @@ ridge. Three seeds train in one vmapped step (the pool is the same for the three
 Command:
   python -m launch.main --config experiments/raventos/pool.py:num_tasks=64 --workdir runs/raventos/k6
   python -m launch.sweep experiments/raventos/sweep_pool.py --run   # the pool-size sweep
+Variants: `:learner=NAME` any registered GPICL learner (e.g. maml); `:tiny` for tests.
+`sgd` (GPICL's online-Adam learner, untrained) is on every curve beside the classical ones.
 Measured: experiments/raventos/README.md.
 """
 from experiments import common
@@ -21,9 +23,9 @@ from research.gpicl import defaults
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, tiny=False, num_tasks=0, steps=0, seeds=3, dim=8, seq_len=16,
+  a = common.parse_arg(arg, tiny=False, learner="transformer", num_tasks=0, steps=0, seeds=3, dim=8, seq_len=16,
                        noise=0.5, lr=1e-3, batch=64)
-  c = defaults.get_config("transformer", "tiny" if a.tiny else "small")
+  c = defaults.get_config(a.learner, "tiny" if a.tiny else "small")
   c.data.family = "linear_regression"
   c.data.num_classes = 1
   c.data.input_dim = a.dim
@@ -31,7 +33,7 @@ def get_config(arg=None):
   f = c.families.linear_regression
   f.update(dim=a.dim, noise_std=a.noise, num_tasks=a.num_tasks)
   c.eval.datasets = ()
-  c.eval.classical = ("least_squares", "knn1")
+  c.eval.classical = ("least_squares", "knn1", "sgd")
   c.optimizer.learning_rate = a.lr
   common.family_train(c, num_steps=a.steps or 2000, batch_size=a.batch, num_seeds=a.seeds,
                       tiny=a.tiny, tiny_steps=a.steps)

@@ -32,6 +32,20 @@ def test_garg_tiny_reports_classical_and_shifts(workdir):
   assert set(seqs) == set(sets) and held_out == ()
 
 
+def test_garg_with_maml_as_the_learner_and_sgd_on_the_curve(workdir):
+  """The learned-algorithm baselines on a family's curves: MAML trained as the learner
+  (`:learner=maml`), GPICL's online-Adam SGD fitted on the same sequences."""
+  from experiments.garg import functions
+  cfg = functions.get_config("tiny,learner=maml")
+  assert "sgd" in functions.CLASSICAL
+  with cfg.unlocked():
+    cfg.eval.classical = ("least_squares", "sgd")
+  one = train.run(cfg, workdir)["per_seed"][0]
+  assert cfg.model.name == "maml"
+  ls, sgd = one["linear_regression/least_squares/mse_last"], one["linear_regression/sgd/mse_last"]
+  assert np.isfinite(one["linear_regression/mse_last"]) and 0 <= ls < sgd
+
+
 def test_raventos_tiny_has_pool_oracles(workdir):
   from experiments.raventos import pool
   cfg = pool.get_config("tiny,num_tasks=4")
