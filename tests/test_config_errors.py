@@ -172,3 +172,11 @@ def test_every_declared_key_can_be_overridden_from_the_cli(spec):
   got = config_lib._flatten(json.loads(r.stdout))  # pylint: disable=protected-access
   for key, value in flat.items():
     assert got[key] == ((not value) if isinstance(value, bool) else value), key
+
+
+def test_cli_missing_c4_is_one_line_with_the_command_that_prepares_it(tmp_path):
+  """MEND stage 1 on C4 (the paper's corpus, run_paper.sh's default) without TFDS c4/en."""
+  r = _cli("--config", "experiments/mend/pretrain.py:tiny", "--workdir", str(tmp_path / "w"),
+           "--config.data.corpus=c4", f"--config.data.tfds_data_dir={tmp_path / 'tfds'}")
+  assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+  assert "tfds build c4/en" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -91,8 +91,10 @@ def test_pretrain_finetune_evaluate_tiny(tmp_path):
 
 def test_configs_build(tmp_path):
   """Every config's variants parse and lock; bad values fail with the key's name."""
-  for mod, args in ((pt_cfg, ("", "tiny", "distiller=random")),
-                    (ft_cfg, ("", "tiny", "kl=0", "partition=qa_to_qa")),
+  for mod, args in ((pt_cfg, ("", "tiny", "distiller=random", "dropout=0.1", "paper")),
+                    (ft_cfg, ("", "tiny", "kl=0", "partition=qa_to_qa", "fast=False",
+                              "tasks=100,dropout=0.1,vectors=32,temperature=2", "paper",
+                              "paper,llm=/w/gpt2-large.gguf,tasks=500")),
                     (eval_cfg, ("", "tiny"))):
     for a in args:
       c = mod.get_config(a)
@@ -100,6 +102,18 @@ def test_configs_build(tmp_path):
       # Every key the config has is declared by its task's defaults (no extra keys).
       defaults = experiment.EXPERIMENTS.get(c.task).defaults()
       assert set(c.to_dict()) == set(defaults.to_dict())
+      if c.task == "mend_finetune" and "paper" in a:  # The paper's budget, one command away.
+        assert c.train.num_steps == 30000 and c.optimizer.learning_rate == 1e-5
+        assert c.dropout.teacher == 0.1 and c.teacher.cache == "none"
+        assert c.distiller.num_layers == 12 and c.distiller.num_vectors == 100
+      if "llm=" in a:
+        assert c.model.source == "gguf" and c.model.path.endswith("gpt2-large.gguf")
+      if "tasks=100" in a:
+        assert (c.data.partition, c.data.val_partition) == ("gen100_to_class", "gen100_to_val")
+        assert c.dropout.student == 0.1 and c.dropout.teacher == 0.0  # The teacher is cached.
+  # `:fast=False` is the in-step sampling of the README's first runs.
+  slow = ft_cfg.get_config("fast=False")
+  assert slow.data.episodes == 0 and slow.teacher.cache == "none"
   cfg = _with(ft_cfg.get_config("tiny"), **{"distiller.init": "bogus"})
   with pytest.raises(errors.ConfigError, match="distiller.init"):
     mend_experiment.validate(cfg)
