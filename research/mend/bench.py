@@ -11,6 +11,8 @@ tasks of the offline suite: the README's stage-2 runs):
            (Td = 336 demonstration + Tq = 48 query tokens for every row)
   after    a table of `--episodes` episodes, 4 shape buckets, teacher from the top-64
            cache (filled first if needed; its cost per episode is reported)
+  after_full  (`--full`) the same with the full-vocabulary cache: the exact loss of
+           "before" on the same batch (tests/mend/test_mend_cache.py), whole steps only
 Parts of a step (forward + backward where the step differentiates), at the "before"
 shapes and at every bucket's shape (weighted by the bucket's share of the draws):
   teacher_fwd          LLM(demonstrations ⊕ query), vocabulary projection at the query
@@ -46,12 +48,15 @@ from models import llm
 TOP_K = (16, 64, 256)
 
 
-def _config(after: bool, episodes: int, suite_dir: str, tiny: bool = False):
+def _config(after: bool, episodes: int, suite_dir: str, tiny: bool = False,
+            cache: str = "topk"):
   from experiments.mend import finetune  # pylint: disable=import-outside-toplevel
   # "before" is the README's stage-2 runs: fresh demonstrations, teacher in the step.
   c = finetune.get_config(f"steps=300,episodes={episodes},fast={after}" + (",tiny" * tiny))
   with c.unlocked():
     c.data.suite_dir = suite_dir
+    if after:
+      c.teacher.cache = cache
     if not tiny:
       c.data.update(max_length=384, max_row_tokens=48)
   return c.lock()
@@ -152,24 +157,27 @@ def truncation_error(exp, params, batches) -> dict:
 
 
 def bench_stage2_breakdown(steps: int = 8, episodes: int = 256, suite_dir: str = "runs/mend",
-                           rounds: int = 2, tiny: bool = False) -> dict:
+                           rounds: int = 2, tiny: bool = False, full: bool = False) -> dict:
   """Parts and whole steps of stage 2, before and after; see the module docstring.
-  `tiny`: the tiny random LLM of the `:tiny` configs (tests)."""
+  `tiny`: the tiny random LLM of the `:tiny` configs (tests). `full`: also whole steps
+  with the full-vocabulary cache ("after_full": the exact loss, no truncation)."""
   load0 = os.getloadavg()
   mesh = sharding.make_mesh(_config(False, episodes, suite_dir, tiny).mesh)
   out: dict = {"steps_per_round": steps, "rounds": rounds, "episodes": episodes}
   built = {}
-  for name, after in (("before", False), ("after", True)):
+  variants = (("before", False, ""), ("after", True, "topk")) + (
+      (("after_full", True, "full"),) if full else ())
+  for name, after, cache in variants:
     t0 = time.perf_counter()
-    exp, state, step, inputs = train.fresh_state_and_step(_config(after, episodes, suite_dir, tiny),
-                                                          mesh)
+    exp, state, step, inputs = train.fresh_state_and_step(
+        _config(after, episodes, suite_dir, tiny, cache or "topk"), mesh)
     built[name] = [exp, state, step, inputs, 0]
     out[name] = {"build_and_compile_s": time.perf_counter() - t0, "step_s": [],
                  **{k: v for k, v in exp.info.items() if k.startswith(("teacher_cache",
                                                                        "bucket"))}}
   # Whole steps, interleaved: before, after, before, after, ...
   for _ in range(rounds):
-    for name in ("before", "after"):
+    for name in built:
       exp, state, step, inputs, i = built[name]
       state, m = step(state, *inputs(i))  # Warm (and the first bucket's branch).
       jax.block_until_ready(m)
@@ -179,11 +187,14 @@ def bench_stage2_breakdown(steps: int = 8, episodes: int = 256, suite_dir: str =
         jax.block_until_ready(m)
         out[name]["step_s"].append(time.perf_counter() - t)
       built[name][1], built[name][4] = state, i + 1 + steps
-  for name in ("before", "after"):
+  for name in built:
     s = np.asarray(out[name]["step_s"])
     out[name]["mean_step_s"] = float(s.mean())
     out[name]["steps_per_hour"] = 3600.0 / float(s.mean())
   out["speedup_steps_per_hour"] = out["after"]["steps_per_hour"] / out["before"]["steps_per_hour"]
+  if full:
+    out["speedup_steps_per_hour_full_cache"] = (out["after_full"]["steps_per_hour"]
+                                                / out["before"]["steps_per_hour"])
   # Parts: before at the full shapes; after at every bucket, weighted by its draws.
   exp_b, state_b = built["before"][0], built["before"][1]
   params = state_b["params"]
@@ -226,6 +237,11 @@ def markdown(r: dict) -> str:
                f"**{a['mean_step_s']:.2f}** |")
   lines.append(f"| steps / hour | {b['steps_per_hour']:.0f} | {a['steps_per_hour']:.0f} "
                f"(× {r['speedup_steps_per_hour']:.2f}) |")
+  if "after_full" in r:
+    f = r["after_full"]
+    lines.append(f"| full-vocabulary cache (exact loss): whole step / steps per hour | | "
+                 f"{f['mean_step_s']:.2f} / {f['steps_per_hour']:.0f} "
+                 f"(× {r['speedup_steps_per_hour_full_cache']:.2f}) |")
   lines += ["", "| top-k | KL full | KL top-k | relative error (mean / max) | grad cosine |",
             "|---|---|---|---|---|"]
   for k, v in r["truncation"].items():
@@ -242,8 +258,11 @@ def main(argv=None):
   ap.add_argument("--rounds", type=int, default=2)
   ap.add_argument("--episodes", type=int, default=256)
   ap.add_argument("--suite_dir", default="runs/mend")
+  ap.add_argument("--full", action="store_true",
+                  help="also whole steps with the full-vocabulary teacher cache (exact loss)")
   args = ap.parse_args(argv)
-  r = bench_stage2_breakdown(args.steps, args.episodes, args.suite_dir, args.rounds)
+  r = bench_stage2_breakdown(args.steps, args.episodes, args.suite_dir, args.rounds,
+                             full=args.full)
   md = markdown(r)
   os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
   workdir_lib.write_atomic(args.out, json.dumps(r, indent=1))

@@ -199,7 +199,7 @@ def test_stage2_breakdown_bench_runs_on_the_tiny_model(tmp_path):
   which shrinks as k grows and never exceeds the full KL (the tail bucket only merges)."""
   from research.mend import bench
   r = bench.bench_stage2_breakdown(steps=1, episodes=8, suite_dir=str(tmp_path), rounds=1,
-                                   tiny=True)
+                                   tiny=True, full=True)
   for name in ("before", "after"):
     assert r[name]["mean_step_s"] > 0 and set(r[name]["parts_s"]) == {
         "teacher_fwd", "teacher_fwd_legacy", "distiller_fwd_bwd", "student_fwd_bwd",
@@ -207,4 +207,5 @@ def test_stage2_breakdown_bench_runs_on_the_tiny_model(tmp_path):
   assert r["after"]["teacher_cache_computed"] + r["after"]["teacher_cache_hits"] == 8
   errs = [r["truncation"][f"top{k}"]["relative_error"] for k in bench.TOP_K]
   assert all(e >= -1e-6 for e in errs) and errs[0] >= errs[-1]
-  assert "steps / hour" in bench.markdown(r)
+  assert r["after_full"]["mean_step_s"] > 0 and r["speedup_steps_per_hour_full_cache"] > 0
+  assert "steps / hour" in bench.markdown(r) and "full-vocabulary cache" in bench.markdown(r)
