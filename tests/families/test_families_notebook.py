@@ -18,6 +18,7 @@ def test_families_notebook_executes_in_tiny_mode(tmp_path, run_notebook):
   for name in ("linear_regression ", "linear_regression/skewed", "linear_regression/scaled"):
     assert name in text
   assert "least_squares" in text and "2 seeds" in text and "8 sequences" in text
+  assert f"made tiny run {tmp_path}/garg/linear_d5_maml" in text and "  MAML " in text
   # 2. Raventós: Δ to dMMSE and to ridge on pool and new tasks, with se and n.
   assert "sweep_pool_tiny: 1 of 1 runs finished" in text
   assert "pool tasks" in text and "new tasks" in text and "Δ to dMMSE" in text
