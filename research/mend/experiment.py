@@ -100,11 +100,19 @@ def replace_values(boxed, values):
   def put(box, v):
     ref = nn.unbox(box)
     if tuple(ref.shape) != tuple(v.shape):
-      raise ValueError(f"checkpoint shape {tuple(v.shape)} != model shape {tuple(ref.shape)}; "
-                       "config.distiller must match the run named by config.init_from")
+      raise ConfigError(f"config.init_from: its distiller has a parameter of shape "
+                        f"{tuple(v.shape)} where this config's has {tuple(ref.shape)}; "
+                        "config.distiller must match the run named by config.init_from")
     v = jnp.asarray(v, ref.dtype)
     return box.replace_boxed(v) if is_box(box) else v
-  return jax.tree.map(put, boxed, values, is_leaf=is_box)
+  try:
+    return jax.tree.map(put, boxed, values, is_leaf=is_box)
+  except ConfigError:
+    raise
+  except ValueError as e:  # Another structure (e.g. distiller.init llm vs random).
+    raise ConfigError("config.init_from: its distiller's parameters are not this config's "
+                      f"({str(e).splitlines()[0][:200]}); config.distiller must match the run "
+                      "named by config.init_from") from None
 
 
 # --------------------------------------------------------------------------------------

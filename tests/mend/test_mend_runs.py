@@ -60,6 +60,12 @@ def test_pretrain_finetune_evaluate_tiny(tmp_path):
   init = jax.tree.map(np.asarray, nn.unbox(cont.init_params(jax.random.key(9))))
   jax.tree.map(np.testing.assert_array_equal, init, restored)
 
+  # A distiller of another shape than the init_from run's is bad input, named as such.
+  assert cfg.distiller.init == "random"  # The tiny configs' distiller.
+  for bad in ({"distiller.num_vectors": 7}, {"distiller.init": "llm"}):
+    with pytest.raises(errors.ConfigError, match="config.init_from"):
+      train.build_experiment(_with(pt_cfg.get_config("tiny"), init_from=pt, **bad), mesh)
+
   # The HyperTuning-style ablation (CE only) and MEND without stage 1.
   ht = str(tmp_path / "ht")
   train.run(_with(ft_cfg.get_config("tiny,kl=0"), **{"data.suite_dir": suite}), ht)
