@@ -55,6 +55,12 @@ def test_pretrain_finetune_evaluate_tiny(tmp_path):
   run = runs.load(ft)
   assert run.step == cfg.train.num_steps and run.experiment.objects["distiller"].num_vectors == 4
 
+  # The compact record of a run the README's study tables come from.
+  from research.mend import report
+  rec = report.describe(ft)
+  assert rec["task"] == "mend_finetune" and rec["steps"] == cfg.train.num_steps
+  assert rec["eval"] and "val_ce" in rec["eval"][-1] and rec["partition"] == "class_to_class"
+
   # Stage 1 continued from an earlier stage-1 run starts from its distiller.
   cont = train.build_experiment(_with(pt_cfg.get_config("tiny"), init_from=pt), mesh)
   init = jax.tree.map(np.asarray, nn.unbox(cont.init_params(jax.random.key(9))))
