@@ -24,8 +24,10 @@ mkdir -p $S runs/mend/logs
 
 train() {  # train NAME CONFIG_ARG [extra flags]
   local name=$1 arg=$2; shift 2
+  # One failed run is reported and the phase goes on to the next.
   nice -n 5 $PY -m launch.main --config "experiments/mend/finetune.py:$arg" --workdir "$S/$name" \
-      "${COMMON[@]}" "$@" >> "runs/mend/logs/$name.log" 2>&1
+      "${COMMON[@]}" "$@" >> "runs/mend/logs/$name.log" 2>&1 \
+    || echo "run $name failed: runs/mend/logs/$name.log" >&2
 }
 
 val_eval() {  # val_eval NAME METHODS...: MEND vs ICL on the 11 held-out generated tasks

@@ -299,6 +299,12 @@ def build(config, mesh) -> experiment_lib.Experiment:
     demo = jnp.zeros((1, td), jnp.int32)
     params = distiller.init(key, demo, jnp.ones_like(demo))["params"]
     if restored is not None:
+      # Another number of distilled vectors than the init_from run's: its distiller LM is
+      # restored, the l placeholders start fresh (they are one input row per vector).
+      fresh_l = nn.unbox(params["placeholders"]).shape[0]
+      if restored["placeholders"].shape[0] != fresh_l:
+        return replace_values(params, {**restored, "placeholders": nn.unbox(
+            params["placeholders"])})
       return replace_values(params, restored)
     if config.distiller.init == "llm":
       return distiller_lib.init_from_llm(params, lm.params, config.distiller.num_layers)

@@ -68,9 +68,16 @@ def test_pretrain_finetune_evaluate_tiny(tmp_path):
 
   # A distiller of another shape than the init_from run's is bad input, named as such.
   assert cfg.distiller.init == "random"  # The tiny configs' distiller.
-  for bad in ({"distiller.num_vectors": 7}, {"distiller.init": "llm"}):
+  for bad in ({"distiller.d_model": 24}, {"distiller.init": "llm"}):
     with pytest.raises(errors.ConfigError, match="config.init_from"):
       train.build_experiment(_with(pt_cfg.get_config("tiny"), init_from=pt, **bad), mesh)
+
+  # Another l than the init_from run's: its distiller LM restored, fresh placeholders.
+  more = train.build_experiment(_with(pt_cfg.get_config("tiny"), init_from=pt,
+                                      **{"distiller.num_vectors": 7}), mesh)
+  p7 = jax.tree.map(np.asarray, nn.unbox(more.init_params(jax.random.key(9))))
+  assert p7["placeholders"].shape[0] == 7
+  jax.tree.map(np.testing.assert_array_equal, p7["lm"], restored["lm"])
 
   # The HyperTuning-style ablation (CE only) and MEND without stage 1.
   ht = str(tmp_path / "ht")
