@@ -19,7 +19,7 @@ COMMON=(--config.data.suite_dir=runs/mend --config.data.max_length=384
         --config.data.max_row_tokens=48 --config.optimizer.learning_rate=3e-4
         --config.init_from=runs/mend/pt_80 --config.train.eval_every=100
         --config.train.checkpoint_every=100 --config.train.keep_checkpoints=8)
-STUDY=steps=200,episodes=320
+STUDY=steps=200,episodes=320  # `long` overrides steps (the same table of episodes).
 mkdir -p $S runs/mend/logs
 
 train() {  # train NAME CONFIG_ARG [extra flags]
@@ -53,11 +53,14 @@ case "${1:-}" in
     train t${n}_T2 $STUDY,tasks=$n,temperature=2
     val_eval eval_knobs "t${n}_drop=$S/t${n}_drop" "t${n}_l32=$S/t${n}_l32" \
         "t${n}_ht=$S/t${n}_ht" "t${n}_T2=$S/t${n}_T2" ;;
-  final)     # The chosen run (argument 2) and its λ = 0 twin (argument 3) on the meta-test
-             # tasks of its partition gen{N}_to_class (argument 4: N), 5 seeds.
-    nice -n 5 $PY -m launch.main --config "experiments/mend/evaluate.py:partition=gen${4:?N}_to_class" \
+  final)     # The meta-test tasks of gen{N}_to_class (argument 2: N), 5 seeds, 32 queries per
+             # task: zero-shot, ICL, prompt tuning and the LABEL=RUN entries that follow.
+    n=${2:?N}; shift 2
+    methods=$(printf "'%s'," zero_shot icl prompt_tuning "$@")
+    nice -n 5 $PY -m launch.main --config "experiments/mend/evaluate.py:partition=gen${n}_to_class" \
         --workdir "$S/final" --config.data.root=$ROOT --config.data.n_test=32 \
-        --config.methods="('zero_shot','icl','prompt_tuning','mend=$S/${2:?run}','hypertuning=$S/${3:?run}')" \
-        >> runs/mend/logs/final.log 2>&1 ;;
-  *) echo "usage: $0 tasks | knobs N | final RUN HT_RUN N"; exit 2 ;;
+        --config.methods="(${methods%,})" >> runs/mend/logs/final.log 2>&1 ;;
+  long)      # The chosen configuration (argument 2: its config arg) for 400 steps.
+    train "${3:-chosen_400}" "${2:?config arg},steps=400" ;;
+  *) echo "usage: $0 tasks | knobs N | long ARG [NAME] | final N LABEL=RUN..."; exit 2 ;;
 esac
