@@ -48,9 +48,20 @@ from models import llm
 TOP_K = (16, 64, 256)
 
 
+def _finetune_config_module():
+  """experiments/mend/finetune.py, loaded by path as launch.main loads a config (the library
+  never imports experiments/)."""
+  import importlib.util  # pylint: disable=import-outside-toplevel
+  path = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "mend", "finetune.py")
+  spec = importlib.util.spec_from_file_location("mend_finetune_bench", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod
+
+
 def _config(after: bool, episodes: int, suite_dir: str, tiny: bool = False,
             cache: str = "topk"):
-  from experiments.mend import finetune  # pylint: disable=import-outside-toplevel
+  finetune = _finetune_config_module()
   # "before" is the README's stage-2 runs: fresh demonstrations, teacher in the step.
   c = finetune.get_config(f"steps=300,episodes={episodes},fast={after}" + (",tiny" * tiny))
   with c.unlocked():

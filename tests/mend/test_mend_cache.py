@@ -32,6 +32,7 @@ def _cfg(suite_dir, **kw):
   with c.unlocked():
     c.data.suite_dir = suite_dir
     c.data.update(episodes=48, buckets=3)
+    c.teacher.cache = "none"  # The live teacher unless a test asks for a cache.
     for k, v in kw.items():
       node = c
       *path, last = k.split(".")
