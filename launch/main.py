@@ -141,12 +141,10 @@ def _check_config_file(spec: str) -> None:
 
 def _unknown_override(spec: str, argv) -> str | None:
   """The first `--config.a.b=v` naming a key the config does not have, described."""
-  import importlib.util
+  from research import config as config_lib
   path, _, arg = spec.partition(":")
   try:
-    module_spec = importlib.util.spec_from_file_location("_config_for_errors", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = config_lib.load_module(path, "_config_for_errors")
     config = module.get_config(arg or None) if arg else module.get_config()
   except Exception as e:  # The config's own error (e.g. an unknown :arg): its message.
     return f"{path}:{arg}: {type(e).__name__}: {e}"

@@ -26,7 +26,6 @@ allocator.ensure_jemalloc(__name__)  # First: may re-exec this process under jem
 import argparse
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -35,6 +34,8 @@ import subprocess
 import sys
 import time
 from typing import Any, Iterable
+
+from research import config as config_lib
 
 FINAL_METRICS = "final_metrics.json"  # Written by research/train.py at the end of a run.
 RUN_INFO = "sweep_run.json"
@@ -57,9 +58,7 @@ def load_sweep(path: str, arg: str | None = None) -> tuple[str, list[dict[str, A
   """Imports a sweep file and returns its (config spec, list of override dicts)."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"sweep file {path!r} does not exist")
-  spec = importlib.util.spec_from_file_location(f"_sweep_{_stem(path)}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_lib.load_module(path, "_sweep")
   if not hasattr(module, "get_sweep"):
     raise ValueError(f"{path} defines no get_sweep(arg) -> (config, overrides)")
   config, overrides = module.get_sweep(arg)
@@ -130,9 +129,7 @@ def resolve_config(run: Run):
   `get_config(arg)` with the overrides set key by key (type-checked by the lock).
   """
   path, _, arg = run.config.partition(":")
-  spec = importlib.util.spec_from_file_location(f"_config_{_stem(path)}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_lib.load_module(path)
   config = module.get_config(arg or None)
   for key, value in run.overrides.items():
     *parents, leaf = key.split(".")

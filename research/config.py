@@ -14,8 +14,10 @@ new config keeps the key's declared default (the behaviour the old run had);
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import os
 from typing import Any
 
 import ml_collections
@@ -30,6 +32,21 @@ RESUMABLE_CHANGES = ("train.num_steps", "train.log_every", "train.eval_every",
                      "train.checkpoint_every", "train.keep_checkpoints", "train.steps_per_call",
                      "train.progress", "train.tensorboard", "train.restart_if_unreadable",
                      "mesh", "sharding", "peak_flops", "eval.")
+
+
+def load_module(path: str, prefix: str = "_config"):
+  """Imports a Python file by path (a config or sweep file under experiments/, which the
+  library never imports by name), as `{prefix}_{file stem}`."""
+  stem = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(f"{prefix}_{stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def experiments_file(*parts: str) -> str:
+  """The path of a file under the repository's experiments/ folder."""
+  return os.path.join(os.path.dirname(__file__), "..", "experiments", *parts)
 
 
 def optimizer_section(name: str = "adam", **values) -> ml_collections.ConfigDict:

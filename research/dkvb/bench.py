@@ -172,13 +172,10 @@ def bench_toy(num_seeds: int = 3, max_compiles_per_model: int = 20,
   distinct scan length, evaluation, key init and a few small ops, for 4 stages and 3
   seeds vmapped; a per-stage or per-seed recompile adds at least 3). `arg`: the config's
   variant (":tiny" in the test that keeps this bench from rotting)."""
-  import importlib.util
   import tempfile
+  from research import config as config_lib
   from research.dkvb import experiment
-  path = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "dkvb", "toy2d.py")
-  spec = importlib.util.spec_from_file_location("dkvb_toy2d_bench", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
+  mod = config_lib.load_module(config_lib.experiments_file("dkvb", "toy2d.py"))
   cache = jax.config.jax_enable_compilation_cache
   jax.config.update("jax_enable_compilation_cache", False)
   out: dict[str, float] = {"num_seeds": num_seeds}

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from research import config as config_lib
 from research import flops as flops_lib
 from research import sharding
 from research import train
@@ -48,20 +49,9 @@ from models import llm
 TOP_K = (16, 64, 256)
 
 
-def _finetune_config_module():
-  """experiments/mend/finetune.py, loaded by path as launch.main loads a config (the library
-  never imports experiments/)."""
-  import importlib.util  # pylint: disable=import-outside-toplevel
-  path = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "mend", "finetune.py")
-  spec = importlib.util.spec_from_file_location("mend_finetune_bench", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
-
-
 def _config(after: bool, episodes: int, suite_dir: str, tiny: bool = False,
             cache: str = "topk"):
-  finetune = _finetune_config_module()
+  finetune = config_lib.load_module(config_lib.experiments_file("mend", "finetune.py"))
   # "before" is the README's stage-2 runs: fresh demonstrations, teacher in the step.
   c = finetune.get_config(f"steps=300,episodes={episodes},fast={after}" + (",tiny" * tiny))
   with c.unlocked():
