@@ -151,6 +151,40 @@ def test_bursty_zipf_skews_class_frequencies():
   y = _sample(families.build(c, "bursty"), n=400)["y"]
   counts = np.bincount(y.ravel(), minlength=50)
   assert counts[0] > 5 * counts[10] > 0
+  p = np.arange(1, 51) ** -1.5
+  p /= p.sum()
+  freq, n = counts / counts.sum(), counts.sum()  # The inverse-CDF draw gives the law itself.
+  np.testing.assert_array_less(np.abs(freq[:3] - p[:3]), 4 * np.sqrt(p[:3] * (1 - p[:3]) / n))
+
+
+def test_bursty_classes_on_fewer_labels():
+  """Reddy 2023's K classes on L labels: a class keeps one label everywhere; the
+  in-context probe gives the context's classes distinct labels none of them carries."""
+  c = _config("bursty", num_train_classes=40, num_labels=8, num_holdout_classes=10,
+              p_bursty=0.5, within_class_std=0.0)
+  c.data.num_classes = 8
+  fam = families.build(c, "bursty")
+  assert fam.num_outputs == 8
+  protos = fam.pool[0]
+  class_of = lambda x: np.argmin(((x[:, None] - protos[None]) ** 2).sum(-1), axis=-1)
+  b = _sample(fam, n=256)  # 2304 draws: every one of the 40 classes is seen.
+  label = {}
+  for x_row, y_row in zip(b["x"], b["y"]):
+    for cls, lab in zip(class_of(x_row), y_row):
+      assert label.setdefault(cls, lab) == lab  # One label per class, in every sequence.
+  assert len(label) == 40 and set(label.values()) <= set(range(8))
+  assert len(set(label.values())) > 4
+  sets = fam.eval_sets(0)
+  swapped = jax.tree.map(np.asarray, jax.jit(sets["bursty/in_context"].sample, static_argnums=2)(
+      sets["bursty/in_context"].arrays, sets["bursty/in_context"].key, 32))
+  for x_row, y_row in zip(swapped["x"], swapped["y"]):
+    classes = class_of(x_row)
+    trained = {int(label[cl]) for cl in classes}
+    assert len(set(y_row)) == 2 and y_row[-1] in y_row[:-1]
+    assert not trained & set(int(v) for v in y_row)  # No context class keeps a trained label.
+  c.families.bursty.num_labels = 3
+  with pytest.raises(ConfigError, match="num_labels=3"):
+    families.build(c, "bursty")
 
 
 def test_mixture_proportions_and_errors():

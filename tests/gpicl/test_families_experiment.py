@@ -56,8 +56,10 @@ def test_raventos_tiny_has_pool_oracles(workdir):
 
 def test_chan_tiny_has_probes(workdir):
   from experiments.chan import bursty
-  one = train.run(bursty.get_config("tiny"), workdir)["per_seed"][0]
-  for name in ("bursty/in_context", "bursty/holdout", "bursty/in_weights"):
+  # One label per class (labels=0), so no context class can share the query's label.
+  one = train.run(bursty.get_config("tiny,labels=0,zipf=1.0"), workdir)["per_seed"][0]
+  for name in ("bursty/in_context", "bursty/holdout", "bursty/in_weights",
+               "bursty/in_weights_zipf"):
     assert 0 <= one[f"{name}/acc_last"] <= 1 and f"{name}/knn1/acc_last" in one
   assert one["bursty/in_weights/knn1/acc_last"] == 0.0  # The context cannot answer it.
 
