@@ -301,11 +301,9 @@ def build(config, mesh) -> experiment_lib.Experiment:
     if restored is not None:
       # Another number of distilled vectors than the init_from run's: its distiller LM is
       # restored, the l placeholders start fresh (they are one input row per vector).
-      fresh_l = nn.unbox(params["placeholders"]).shape[0]
-      if restored["placeholders"].shape[0] != fresh_l:
-        return replace_values(params, {**restored, "placeholders": nn.unbox(
-            params["placeholders"])})
-      return replace_values(params, restored)
+      fresh = nn.unbox(params["placeholders"])
+      same_l = restored["placeholders"].shape == fresh.shape
+      return replace_values(params, restored if same_l else {**restored, "placeholders": fresh})
     if config.distiller.init == "llm":
       return distiller_lib.init_from_llm(params, lm.params, config.distiller.num_layers)
     return params
