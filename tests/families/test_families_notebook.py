@@ -22,8 +22,10 @@ def test_families_notebook_executes_in_tiny_mode(tmp_path, run_notebook):
   # 2. Raventós: Δ to dMMSE and to ridge on pool and new tasks, with se and n.
   assert "sweep_pool_tiny: 1 of 1 runs finished" in text
   assert "pool tasks" in text and "new tasks" in text and "Δ to dMMSE" in text
+  assert "MAML trained on fresh tasks" in text  # (tiny runs fit no SGD learner)
   # 3. Chan: the probes per setting.
   assert "sweep_bursty_tiny: 1 of 1 runs finished" in text
-  assert "in_context acc" in text and "in_weights acc" in text
+  assert "in_context acc" in text and "in_weights acc" in text and "in_weights_zipf acc" in text
+  assert f"made tiny run {tmp_path}/chan/maml_p0.9" in text and "← MAML" in text
   # Every number carries its standard error and n.
   assert text.count("(n=2 seeds)") >= 10 and "(n=8 sequences)" in text
