@@ -11,8 +11,8 @@ default GPICL transformer (2 layers, d 64, query layout) trains on them; the fin
 table has the probes: `bursty/in_context` (trained classes given labels none of them
 carries: only in-context learning answers), `bursty/holdout` (Chan's few-shot probe on
 new classes) and `bursty/in_weights` (the query's class absent from the context: only
-in-weights learning answers; `_zipf`: classes drawn as in training), with k-NN,
-logistic regression and online SGD on the same sequences.
+in-weights learning answers; `_zipf`: classes drawn as in training), with k-NN (k = 1
+and √t), logistic regression and online SGD on the same sequences.
 
 Command:
   python -m launch.main --config experiments/chan/bursty.py:p_bursty=0.9,zipf=1.0 --workdir runs/chan/p0.9_z1
@@ -39,7 +39,7 @@ def get_config(arg=None):
                            zipf_exponent=a.zipf, within_class_std=a.noise, dataset=a.dataset,
                            num_holdout_classes=a.holdout)
   c.eval.datasets = ()
-  c.eval.classical = ("knn1", "logistic", "sgd")
+  c.eval.classical = ("knn1", "knn_sqrt", "logistic", "sgd")
   common.family_train(c, num_steps=a.steps or 3000, batch_size=a.batch, num_seeds=a.seeds,
                       tiny=a.tiny, tiny_steps=a.steps)
   if a.tiny:

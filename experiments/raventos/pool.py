@@ -15,7 +15,8 @@ Command:
   python -m launch.main --config experiments/raventos/pool.py:num_tasks=64 --workdir runs/raventos/k6
   python -m launch.sweep experiments/raventos/sweep_pool.py --run   # the pool-size sweep
 Variants: `:learner=NAME` any registered GPICL learner (e.g. maml); `:tiny` for tests.
-`sgd` (GPICL's online-Adam learner, untrained) is on every curve beside the classical ones.
+Classical learners on the same sequences: least squares, Lasso, 1-NN, √t-NN and `sgd`
+(GPICL's online-Adam learner, untrained).
 Measured: experiments/raventos/README.md.
 """
 from experiments import common
@@ -33,7 +34,7 @@ def get_config(arg=None):
   f = c.families.linear_regression
   f.update(dim=a.dim, noise_std=a.noise, num_tasks=a.num_tasks)
   c.eval.datasets = ()
-  c.eval.classical = ("least_squares", "knn1", "sgd")
+  c.eval.classical = ("least_squares", "lasso", "knn1", "knn_sqrt", "sgd")
   c.optimizer.learning_rate = a.lr
   common.family_train(c, num_steps=a.steps or 2000, batch_size=a.batch, num_seeds=a.seeds,
                       tiny=a.tiny, tiny_steps=a.steps)
