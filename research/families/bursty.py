@@ -170,11 +170,12 @@ def build(config, spec) -> families_lib.Family:
     return fn
 
   def eval_sets(seed: int) -> dict:
+    probes = [("in_context", train_np, 1 / bc), ("holdout", hold_np, 1 / bc),
+              ("in_weights", train_np, 1 / labels)]
+    if s.zipf_exponent > 0:  # Uniform classes otherwise: the same as in_weights.
+      probes.append(("in_weights_zipf", train_np, 1 / labels))
     sets = {}
-    for kind, arrays, chance in (("in_context", train_np, 1 / bc), ("holdout", hold_np, 1 / bc),
-                                 ("in_weights", train_np, 1 / labels),
-                                 ("in_weights_zipf", train_np, 1 / labels))[
-                                     : 4 if s.zipf_exponent > 0 else 3]:
+    for kind, arrays, chance in probes:
       name = f"bursty/{kind}"
       sets[name] = families_lib.EvalSet(probe(kind), families_lib.set_key(seed, name),
                                         arrays=arrays, chance=chance)
