@@ -31,6 +31,7 @@ import numpy as np
 import optax
 
 from research import checkpoint
+from research import compiling
 from research import config as config_lib
 from research import experiment as experiment_lib
 from research import flops as flops_lib
@@ -189,7 +190,8 @@ def _train_and_evaluate(config, workdir: str, lock: list) -> dict[str, Any]:
     workdir_lib.write_atomic(config_path, config_lib.to_json(config))
   mngr = checkpoint.manager(workdir, max_to_keep=config.train.keep_checkpoints)
   if state is None:
-    state = jax.jit(init_fn, out_shardings=state_sharding)(init_keys)
+    state = jax.jit(init_fn, out_shardings=state_sharding,
+                    compiler_options=compiling.run_once())(init_keys)
   # XLA's cost analysis counts a scan's body once: one update's FLOPs either way.
   flops_per_step = flops_lib.compiled_flops(compiled) / num_seeds
   peak = config.peak_flops or _process_peak()
@@ -401,20 +403,24 @@ def state_init(exp, tx, rules, mesh, num_seeds: int):
   return shardings, jax.vmap(lambda key: nn.unbox(init_state(key)))
 
 
-# Replica i of a tree with a leading seed axis; `i` traced: one compilation per tree.
-_take = jax.jit(lambda tree, i: jax.tree.map(lambda x: x[i], tree))
+@functools.cache
+def _take():
+  """Replica i of a tree with a leading seed axis; `i` traced: one compilation per tree
+  (built on first use: the backend must not start when this module is imported)."""
+  return jax.jit(lambda tree, i: jax.tree.map(lambda x: x[i], tree),
+                 compiler_options=compiling.run_once())
 
 
 def replica_state(state, s: int, num_seeds: int):
   """Replica s of a state with a leading seed axis (the state itself for one seed)."""
-  return state if num_seeds == 1 else _take(state, np.int32(s))
+  return state if num_seeds == 1 else _take()(state, np.int32(s))
 
 
 def replica_frozen(frozen, s: int, num_seeds: int):
   """`frozen` as replica s sees it: its slice of `frozen["per_seed"]`."""
   if num_seeds == 1 or "per_seed" not in frozen:
     return frozen
-  return dict(frozen, per_seed=_take(frozen["per_seed"], np.int32(s)))
+  return dict(frozen, per_seed=_take()(frozen["per_seed"], np.int32(s)))
 
 
 def replica_writers(workdir: str, seeds, tensorboard: bool):
@@ -698,7 +704,8 @@ def fresh_state_and_step(config, mesh):
   seeds = [config.seed + s for s in range(config.train.num_seeds)]
   init_keys, train_keys = replica_keys(seeds)
   state_sharding, init_fn = state_init(exp, tx, rules, mesh, len(seeds))
-  state = jax.jit(init_fn, out_shardings=state_sharding)(init_keys)
+  state = jax.jit(init_fn, out_shardings=state_sharding,
+                    compiler_options=compiling.run_once())(init_keys)
   frozen = {} if exp.frozen is None else exp.frozen
   fns = StepFunctions(exp, tx, mesh, rules, state_sharding, config, frozen)
   batches = host_batches(exp, train_keys, mesh, rules, config, None, 0)

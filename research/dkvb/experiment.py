@@ -44,6 +44,7 @@ import numpy as np
 import optax
 
 from models import kv_bottleneck as kvb
+from research import compiling
 from research import encoders as encoders_lib
 from research import experiment as experiment_lib
 from research import metrics as metrics_lib
@@ -194,13 +195,15 @@ def _queries_fn(model):
 @functools.lru_cache(maxsize=16)
 def _init_fn(model):
   """key -> the bottleneck's variables, jitted once per model."""
-  return jax.jit(lambda key: kvb.init_bottleneck(model, key))
+  return jax.jit(lambda key: kvb.init_bottleneck(model, key),
+                 compiler_options=compiling.run_once())
 
 
 @functools.lru_cache(maxsize=16)
 def _lookup_fn(model):
   """(variables, x) -> key indices, jitted once per model."""
-  return jax.jit(lambda v, x: model.apply(v, x, method=model.lookup)[0])
+  return jax.jit(lambda v, x: model.apply(v, x, method=model.lookup)[0],
+                 compiler_options=compiling.run_once())
 
 
 def cached_keys(model, m, stream: Stream, seed: int, cache_dir: str | None):
@@ -383,7 +386,7 @@ def build(config, mesh) -> experiment_lib.Experiment:
     loss = jnp.sum(batch["w"] * losses) / jnp.maximum(jnp.sum(batch["w"]), 1.0)
     return loss, {"loss": loss}
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=compiling.run_once())
   def predict(params, ps, x, stage):  # `stage` traced: one compilation for every stage.
     if is_dkvb:
       queries = model.apply({"params": params, "keys": ps["keys"]}, x, method=model.queries)
