@@ -89,8 +89,8 @@ def main(argv):
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
                                heartbeat_timeout_seconds=_HEARTBEAT.value)
-  cache = os.environ.get("RESEARCH_COMPILE_CACHE", os.path.expanduser("~/.cache/research/jax_compile"))
-  jax.config.update("jax_compilation_cache_dir", cache)
+  from research import compiling
+  compiling.use_persistent_cache()
   config, workdir = _CONFIG.value, _WORKDIR.value
   if not workdir:
     raise app.UsageError("--workdir is required")

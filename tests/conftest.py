@@ -11,10 +11,9 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
-jax.config.update("jax_compilation_cache_dir", os.environ.get(
-    "RESEARCH_COMPILE_CACHE", os.path.expanduser("~/.cache/research/jax_compile")))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+from research import compiling  # noqa: E402
+
+compiling.use_persistent_cache()
 
 
 def pytest_configure(config):

@@ -14,11 +14,16 @@ def test_bench_lookup_and_key_init_tiny():
 
 
 def test_bench_toy_counts_compiles_and_fails_loudly_when_a_loop_recompiles():
-  """The toy bench runs (tiny config, 2 seeds vmapped) and reports compile counts; a limit below
-  what one model needs raises instead of timing a recompiling loop."""
+  """The toy bench runs (tiny config, 2 seeds vmapped) and reports compile counts, cold and
+  from the persistent cache; a limit below what one model needs raises instead of timing a
+  recompiling loop."""
   import pytest
   out = bench.bench_toy(num_seeds=2, arg="tiny", max_compiles_per_model=100)
   for name in ("dkvb_1x400", "dkvb_20x20", "linear", "mlp"):
     assert 0 < out[f"toy_{name}_compiles"] <= 100 and out[f"toy_{name}_s_per_seed"] > 0
+    # The rerun reads its train step (and more) from the persistent cache, at launch.main's
+    # threshold: a small model's programs are stored.
+    assert out[f"toy_{name}_cached_cache_hits"] >= 1
+    assert out[f"toy_{name}_cached_final_acc"] == out[f"toy_{name}_final_acc"]
   with pytest.raises(RuntimeError, match="a loop recompiles"):
-    bench.bench_toy(num_seeds=1, arg="tiny", max_compiles_per_model=1)
+    bench.bench_toy(num_seeds=1, arg="tiny", max_compiles_per_model=1, cached=False)
