@@ -96,11 +96,11 @@ def _train_step_bench(config_fn, name, repeats, profile=False):
        "memory": memory, "rss_before_bytes": rss_before,
        "peak_rss_bytes": flops_lib.peak_rss_bytes(), "batch_size": config.train.batch_size,
        "attention": config.model.get("attention")}
-  if profile and jax.default_backend() == "cpu":  # Thread-time attribution: a CPU notion.
+  if profile and jax.default_backend() == "cpu":  # Op-time attribution: a CPU notion.
     p = flops_lib.step_profile(compiled, run)
-    threads = p["threads"]
-    matmul_s = p["thread_seconds"]["matmul"]
-    p["matmul_fraction_of_peak"] = (p["matmul_flops"] / matmul_s / (r["matmul_peak_flops"] / threads)
+    # Eigen's matmuls run as pool tasks outside their ops' events (research/flops.py).
+    matmul_s = p["wall_seconds"]["matmul"] + p["wall_seconds"]["pool_task"]
+    p["matmul_fraction_of_peak"] = (p["matmul_flops"] / matmul_s / r["matmul_peak_flops"]
                                     if matmul_s else None)
     r["profile"] = p
     r["holds_back"] = holds_back(r)
@@ -108,24 +108,31 @@ def _train_step_bench(config_fn, name, repeats, profile=False):
 
 
 def holds_back(r) -> list[str]:
-  """What keeps a step below MFU_TARGET, from its profile: the busy thread time by
-  kind of work, largest first. (XLA's matmul library spreads one matmul over both
-  threads while its profiler event sits on one, so the matmuls' share is a lower
-  bound and "idle" includes that help; the other kinds are what the step could lose.)"""
+  """What keeps a step below MFU_TARGET, from its profile: the step's wall time split by
+  what runs (`research.flops.step_profile`), and the matmuls' own speed."""
   p = r.get("profile")
-  if not p or r["mfu"] >= MFU_TARGET:
+  if not p or "wall_share" not in p or r["mfu"] >= MFU_TARGET:  # Or a profile of before.
     return []
-  busy = p["share_of_busy"]
+  share = dict(p["wall_share"])
+  share["matmul"] += share.pop("pool_task")  # Eigen's matmuls, outside their events.
   names = {"matmul": "matmuls", "other": "other XLA ops (elementwise, reductions, RNG, sort)",
            "custom_kernel": "custom kernels (fused attention)",
-           "layout_copy": "layout copies/transposes"}
-  rest = sorted(((v, k) for k, v in busy.items() if k != "matmul"), reverse=True)
-  return [f"MFU {r['mfu']:.2f} < {MFU_TARGET}: {r['flops_per_step'] / 1e9:.0f} GFLOP, of which "
-          f"{p['matmul_flops'] / 1e9:.0f} in matmuls. Busy thread time: " + ", ".join(
-              f"{names[k]} {v:.0%}" for k, v in sorted(busy.items(), key=lambda kv: -kv[1])) + ".",
-          f"Holding it back: {names[rest[0][1]]} ({rest[0][0]:.0%} of the busy time), then "
-          + ", ".join(f"{names[k]} ({v:.0%})" for v, k in rest[1:]) + "; the target needs the "
-          f"step {1 - r['mfu'] / MFU_TARGET:.0%} shorter."]
+           "layout_copy": "layout copies/transposes", "idle": "nothing"}
+  rest = sorted(((v, k) for k, v in share.items() if k != "matmul"), reverse=True)
+  lines = [f"MFU {r['mfu']:.2f} < {MFU_TARGET}: {r['flops_per_step'] / 1e9:.0f} GFLOP, of which "
+           f"{p['matmul_flops'] / 1e9:.0f} in matmuls. Wall time of the profiled step "
+           f"({p['wall_s']:.2f} s) by what runs: " + ", ".join(
+               f"{names[k]} {v:.0%}" for k, v in sorted(share.items(), key=lambda kv: -kv[1]))
+           + (f"; the matmuls run at {p['matmul_fraction_of_peak']:.2f} of the peak while they "
+              f"run (at most {p['matmul_fraction_of_peak'] * r['flops_per_step'] / p['matmul_flops']:.2f}"
+              f" MFU if nothing else took time)" if p.get("matmul_fraction_of_peak") else "") + ".",
+           f"Holding it back: {names[rest[0][1]]} ({rest[0][0]:.0%} of the wall time), then "
+           + ", ".join(f"{names[k]} ({v:.0%})" for v, k in rest[1:]) + "; the target needs the "
+           f"step {1 - r['mfu'] / MFU_TARGET:.0%} shorter."]
+  if p["wall_s"] > 1.2 * r["step_time_s"]:
+    lines.append(f"The profiled step took {p['wall_s'] / r['step_time_s']:.1f}x the timed one: "
+                 f"its split may not be the timed steps'.")
+  return lines
 
 
 def _gpicl(size, learner="transformer", d_model=None, dtype=None, batch=None, attention=None):

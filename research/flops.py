@@ -203,22 +203,33 @@ def _dot_fusions(hlo: str) -> tuple[set, dict]:
   return names, flops
 
 
+# Wall-time priority order; pool_task: a pool thread's work outside every op's event.
+KINDS = ("matmul", "custom_kernel", "layout_copy", "other", "pool_task")
+
+
 def step_profile(compiled, run, threads: int | None = None) -> dict:
   """Calls `run()` (one call of `compiled`, returning its outputs; it owns any donated
-  state) twice, the second under the profiler; the thread time of its ops by kind.
+  state) three times, the last under the profiler; the time of its ops by kind.
 
   Kinds: matmul (dots and the fusions around them), custom_kernel (FFI calls such as
   the fused attention), layout_copy (copies and transposes XLA inserts between ops),
-  other (elementwise, reductions, random numbers, sorts), idle (threads x wall time
-  not spent in any op: waiting on dependencies, and on a loaded machine other
-  processes' time). Ops run concurrently on XLA's threads, so shares are of thread
-  time; `matmul_flops` counts the matmuls' FLOPs in the optimized HLO.
+  other (elementwise, reductions, random numbers, sorts), idle.
+
+  `wall_seconds`: the step's wall time split by what runs — a moment counts for the
+  first kind in `KINDS` with an op running then, idle when none is. It sums to the wall
+  time, so it says what a shorter step must cut. (XLA's Eigen matmuls run on pool
+  threads outside their op's event: such a dot's time counts for whatever runs beside
+  it, mostly another matmul.) `thread_seconds`: the ops' event durations summed over
+  threads, and idle the rest of threads × wall; ops run concurrently on XLA's threads,
+  so a dot sharing the cores with another shows twice its solo time there.
+  `matmul_flops` counts the matmuls' FLOPs in the optimized HLO.
   """
   hlo = compiled.as_text()
   dots, dot_flops = _dot_fusions(hlo)
   threads = threads or len(os.sched_getaffinity(0))
   with tempfile.TemporaryDirectory() as tmp:
-    jax.block_until_ready(run())
+    for _ in range(2):  # The second settles what the first left (allocator, caches).
+      jax.block_until_ready(run())
     with jax.profiler.trace(tmp):
       t0 = time.perf_counter()
       jax.block_until_ready(run())
@@ -227,16 +238,23 @@ def step_profile(compiled, run, threads: int | None = None) -> dict:
     data = jax.profiler.ProfileData.from_file(files[0])
   ops = set(re.findall(r"^\s*(?:ROOT )?%([\w.\-]+) = ", hlo, re.M))
   busy = collections.Counter()
-  matmul_ns = 0
+  intervals: list[tuple[int, int, str]] = []
   for plane in data.planes:
     for line in plane.lines:
+      region = None
       for ev in line.events:
         name = ev.name
+        # Work a pool thread does outside any op's event: Eigen's matmuls, dispatched
+        # in their op's (short) event and computed in such regions.
+        if name == "ThreadpoolListener::StartRegion":
+          region = ev.start_ns
+        elif name == "ThreadpoolListener::StopRegion" and region is not None:
+          intervals.append((region, ev.start_ns, "pool_task"))
+          region = None
         if name not in ops:
           continue
         if name in dots:
           kind = "matmul"
-          matmul_ns += ev.duration_ns
         elif name.startswith(("ffi_call", "custom-call", "custom_call")):
           kind = "custom_kernel"
         elif "copy" in name or "transpose" in name:
@@ -244,14 +262,35 @@ def step_profile(compiled, run, threads: int | None = None) -> dict:
         else:
           kind = "other"
         busy[kind] += ev.duration_ns / 1e9
+        intervals.append((ev.start_ns, ev.start_ns + ev.duration_ns, kind))
   total = threads * wall
   busy["idle"] = max(0.0, total - sum(busy.values()))
+  by_kind = _wall_by_kind(intervals)
+  by_kind["idle"] = max(0.0, wall - sum(by_kind.values()))
   out = {"wall_s": wall, "threads": threads,
-         "thread_seconds": {k: busy.get(k, 0.0) for k in
-                            ("matmul", "custom_kernel", "layout_copy", "other", "idle")},
+         "wall_seconds": {k: by_kind.get(k, 0.0) for k in KINDS + ("idle",)},
+         "thread_seconds": {k: busy.get(k, 0.0) for k in KINDS[:-1] + ("idle",)},
          "matmul_flops": float(sum(dot_flops.values()))}
+  out["wall_share"] = {k: v / wall for k, v in out["wall_seconds"].items()}
   out["share"] = {k: v / total for k, v in out["thread_seconds"].items()}
   busy_total = total - busy["idle"]
   out["share_of_busy"] = {k: v / busy_total for k, v in out["thread_seconds"].items()
                           if k != "idle"}
   return out
+
+
+def _wall_by_kind(intervals) -> dict[str, float]:
+  """Seconds of the timeline covered by each kind, a moment going to the first kind
+  in `KINDS` that has an interval (start_ns, end_ns, kind) open then."""
+  edges = sorted([(a, 1, k) for a, _, k in intervals] + [(b, -1, k) for _, b, k in intervals])
+  open_ = collections.Counter()
+  out = collections.Counter()
+  last = None
+  for t, delta, kind in edges:
+    if last is not None and t > last:
+      running = next((k for k in KINDS if open_[k] > 0), None)
+      if running:
+        out[running] += (t - last) / 1e9
+    open_[kind] += delta
+    last = t
+  return dict(out)
