@@ -272,10 +272,6 @@ def step_profile(compiled, run, threads: int | None = None) -> dict:
          "thread_seconds": {k: busy.get(k, 0.0) for k in KINDS[:-1] + ("idle",)},
          "matmul_flops": float(sum(dot_flops.values()))}
   out["wall_share"] = {k: v / wall for k, v in out["wall_seconds"].items()}
-  out["share"] = {k: v / total for k, v in out["thread_seconds"].items()}
-  busy_total = total - busy["idle"]
-  out["share_of_busy"] = {k: v / busy_total for k, v in out["thread_seconds"].items()
-                          if k != "idle"}
   return out
 
 

@@ -190,8 +190,7 @@ def _train_and_evaluate(config, workdir: str, lock: list) -> dict[str, Any]:
     workdir_lib.write_atomic(config_path, config_lib.to_json(config))
   mngr = checkpoint.manager(workdir, max_to_keep=config.train.keep_checkpoints)
   if state is None:
-    state = jax.jit(init_fn, out_shardings=state_sharding,
-                    compiler_options=compiling.run_once())(init_keys)
+    state = initial_state(init_fn, state_sharding, init_keys)
   # XLA's cost analysis counts a scan's body once: one update's FLOPs either way.
   flops_per_step = flops_lib.compiled_flops(compiled) / num_seeds
   peak = config.peak_flops or _process_peak()
@@ -401,6 +400,12 @@ def state_init(exp, tx, rules, mesh, num_seeds: int):
     return shardings, lambda key: nn.unbox(init_state(key))
   shardings = jax.tree.map(lambda s: sharding.with_leading_axis(s), shardings)
   return shardings, jax.vmap(lambda key: nn.unbox(init_state(key)))
+
+
+def initial_state(init_fn, state_sharding, init_keys):
+  """The fresh train state, placed with its shardings (compiled as a run-once program)."""
+  return jax.jit(init_fn, out_shardings=state_sharding,
+                 compiler_options=compiling.run_once())(init_keys)
 
 
 @functools.cache
@@ -704,8 +709,7 @@ def fresh_state_and_step(config, mesh):
   seeds = [config.seed + s for s in range(config.train.num_seeds)]
   init_keys, train_keys = replica_keys(seeds)
   state_sharding, init_fn = state_init(exp, tx, rules, mesh, len(seeds))
-  state = jax.jit(init_fn, out_shardings=state_sharding,
-                    compiler_options=compiling.run_once())(init_keys)
+  state = initial_state(init_fn, state_sharding, init_keys)
   frozen = {} if exp.frozen is None else exp.frozen
   fns = StepFunctions(exp, tx, mesh, rules, state_sharding, config, frozen)
   batches = host_batches(exp, train_keys, mesh, rules, config, None, 0)

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import time
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -173,7 +174,7 @@ TOY_MODELS = ("dkvb_1x400", "dkvb_20x20", "linear", "mlp")
 
 
 def bench_toy(num_seeds: int = 3, max_compiles_per_model: int = 20, arg: str | None = None,
-              cached: bool = True) -> dict[str, float]:
+              cached: bool = True) -> dict[str, Any]:
   """End-to-end Fig. 2 toy (`experiments/dkvb/toy2d.py`): per model, key init + 4
   stages × 1000 full-batch steps + evaluations for `num_seeds` seeds vmapped in one
   step, compilation included, and the number of XLA compilations.
@@ -202,7 +203,7 @@ def bench_toy(num_seeds: int = 3, max_compiles_per_model: int = 20, arg: str | N
   settings = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
               "jax_persistent_cache_min_compile_time_secs")
   saved = {k: getattr(jax.config, k) for k in settings}
-  out: dict[str, float] = {"num_seeds": num_seeds}
+  out: dict[str, Any] = {"num_seeds": num_seeds, "models": list(TOY_MODELS)}
 
   def one(name, seeds, workdir, warmup=False, check=True):
     cfg = mod.get_config(arg)
