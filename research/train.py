@@ -234,8 +234,8 @@ def _train_and_evaluate(config, workdir: str, lock: list) -> dict[str, Any]:
     while step < num_steps:
       n = _call_length(step, config.train, num_steps, phase_ends)
       batch = batches.take(step, n)
-      call = step_fns.compiled(n, state, frozen, batches.spec(step, n), train_keys)
-      state, train_metrics = call(state, frozen, batch, train_keys)
+      state, train_metrics = step_fns.call(n, state, frozen, batch, train_keys,
+                                           batches.spec(step, n))
       step += n
       is_last = step == num_steps
       if step % config.train.log_every == 0 or is_last:
@@ -536,13 +536,17 @@ def _all_finite(tree) -> jax.Array:
 
 
 class StepFunctions:
-  """The jitted `n`-update calls `(state, frozen, batches, train_keys) -> (state, metrics)`,
-  compiled once per distinct `n` (a scan over n train steps; the metrics of the last).
-  Replicas are vmapped; `frozen` keeps the shardings it was placed with."""
+  """The jitted calls of `n` updates `(state, frozen, batches, train_keys) -> (state,
+  metrics)` (a loop over n train steps; the metrics of the last). With the device pipeline
+  one program serves every `n` up to `train.steps_per_call` (the length is an argument: a
+  call cut short by a log, eval or phase step compiles nothing new); host batches arrive
+  stacked `n` deep, so there it is one program per distinct `n`. Replicas are vmapped;
+  `frozen` keeps the shardings it was placed with."""
 
   def __init__(self, exp, tx, mesh, rules, state_sharding, config, frozen):
     self.num_seeds = config.train.num_seeds
     self.host = exp.host_batch is not None
+    self.any_length = config.train.steps_per_call > 1 and not self.host
     batch_sharding = sharding.batch_sharding(mesh, rules)
     self._step = make_train_step(exp, tx, batch_sharding, config.train.grad_accum_steps)
     self._frozen_sharding = jax.tree.map(lambda x: x.sharding, frozen)
@@ -553,25 +557,33 @@ class StepFunctions:
     self._batch_sharding = sharding.with_leading_axis(batch_sharding, lead + 1)
     self._batch_sharding1 = sharding.with_leading_axis(batch_sharding, lead)
     self._mesh, self._rules = mesh, rules
-    self._compiled: dict[int, Any] = {}
+    self._compiled: dict[int | None, Any] = {}
+    self._lengths: dict[int, jax.Array] = {}
 
-  def _calls(self, n: int):
+  def _calls(self, n: int | None):
+    """The call of `n` updates; `n=None`: of `length` updates, its last argument."""
     step = self._step
 
-    def call(state, frozen, batches, train_key):
+    def call(state, frozen, batches, train_key, length=None):
       if n == 1:
         return step(state, frozen, batches, train_key)
+      if n is None:  # Device pipeline: batches are sampled inside the step.
+        _, shapes = jax.eval_shape(step, state, frozen, None, train_key)
+        metrics = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+        body = lambda _, carry: step(carry[0], frozen, None, train_key)
+        return jax.lax.fori_loop(0, length, body, (state, metrics))
       body = lambda st, b: step(st, frozen, b, train_key)
       state, metrics = jax.lax.scan(body, state, batches, length=n)
       return state, jax.tree.map(lambda m: m[-1], metrics)
 
     if self.num_seeds > 1:
-      call = jax.vmap(call, in_axes=(0, self._frozen_axes, 0 if self.host else None, 0))
+      axes = (0, self._frozen_axes, 0 if self.host else None, 0)
+      call = jax.vmap(call, in_axes=axes + ((None,) if n is None else ()))
     return call
 
-  def jitted(self, n: int):
-    """The jitted call of `n` updates (models' activation constraints apply while it
-    traces)."""
+  def jitted(self, n: int | None):
+    """The jitted call of `n` updates (`None`: any number, passed last); models'
+    activation constraints apply while it traces."""
     call, mesh, rules = self._calls(n), self._mesh, self._rules
 
     def with_rules(*args):
@@ -579,16 +591,30 @@ class StepFunctions:
         return call(*args)
 
     batch_sh = (self._batch_sharding1 if n == 1 else self._batch_sharding) if self.host else None
+    length_sh = (sharding.replicated(mesh),) if n is None else ()
     return jax.jit(with_rules, donate_argnums=0,
-                   in_shardings=(self._state_sharding, self._frozen_sharding, batch_sh, None),
+                   in_shardings=(self._state_sharding, self._frozen_sharding, batch_sh, None)
+                   + length_sh,
                    out_shardings=(self._state_sharding, sharding.replicated(mesh)))
 
   def compiled(self, n: int, state, frozen, batches, train_keys):
-    """The executable for calls of `n` updates (compiled on first use, from the
-    arguments' shapes)."""
-    if n not in self._compiled:
-      self._compiled[n] = self.jitted(n).lower(state, frozen, batches, train_keys).compile()
-    return self._compiled[n]
+    """The executable that runs calls of `n` updates (compiled on first use, from the
+    arguments' shapes; with `any_length`, the one executable of every `n`)."""
+    key = None if self.any_length else n
+    if key not in self._compiled:
+      length = (jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(self._mesh)),)
+      self._compiled[key] = self.jitted(key).lower(
+          state, frozen, batches, train_keys, *(length if key is None else ())).compile()
+    return self._compiled[key]
+
+  def call(self, n: int, state, frozen, batches, train_keys, spec):
+    """Runs `n` updates (`spec`: the batches' shapes, for a first compilation)."""
+    executable = self.compiled(n, state, frozen, spec, train_keys)
+    if not self.any_length:
+      return executable(state, frozen, batches, train_keys)
+    if n not in self._lengths:
+      self._lengths[n] = sharding.put_replicated(np.int32(n), self._mesh)
+    return executable(state, frozen, batches, train_keys, self._lengths[n])
 
 
 def _call_length(step: int, t, num_steps: int, phase_ends) -> int:

@@ -214,14 +214,20 @@ def test_seeds_summary_se_is_over_seeds_not_the_mean_of_per_seed_se():
   assert "acc_se_se" not in out and out["per_seed"][0]["acc_se"] == 0.03
 
 
-def test_steps_per_call_is_bit_identical_to_one_step_per_call(tmp_path):
+def test_steps_per_call_is_bit_identical_to_one_step_per_call(tmp_path, monkeypatch):
+  """Calls of 4 then 2 updates (the log step cuts the second short): the same bits as
+  one update per call, from one compiled program for both lengths."""
   every = {"train.log_every": 6, "train.eval_every": 6, "train.checkpoint_every": 6}
   train.train_and_evaluate(tiny(**every), str(tmp_path / "one"))
-  train.train_and_evaluate(tiny(**every, **{"train.steps_per_call": 6}), str(tmp_path / "six"))
+  built, jitted = [], train.StepFunctions.jitted
+  monkeypatch.setattr(train.StepFunctions, "jitted",
+                      lambda self, n: built.append(n) or jitted(self, n))
+  train.train_and_evaluate(tiny(**every, **{"train.steps_per_call": 4}), str(tmp_path / "four"))
+  assert built == [None], built  # One program, the call length its argument.
   for x, y in zip(jax.tree.leaves(restore_params(str(tmp_path / "one"), 6)),
-                  jax.tree.leaves(restore_params(str(tmp_path / "six"), 6))):
+                  jax.tree.leaves(restore_params(str(tmp_path / "four"), 6))):
     np.testing.assert_array_equal(x, y)
-  assert losses(str(tmp_path / "one")) == losses(str(tmp_path / "six"))
+  assert losses(str(tmp_path / "one")) == losses(str(tmp_path / "four"))
 
 
 def _quadratic_experiment(phases=(), reset=False, active=None):
