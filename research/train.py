@@ -751,10 +751,8 @@ PEAK_MATMUL_N = 1536  # The square f32 matmul whose speed is the MFU's denominat
 
 
 @functools.cache
-@functools.cache
 def _process_peak() -> float:
-  """The f32 matmul peak, measured once per process (valid only in this process): a
-  notebook or a test session that trains many runs pays it once."""
+  """The f32 matmul peak, measured once per process (valid only in this process)."""
   return flops_lib.matmul_peak(n=PEAK_MATMUL_N, repeats=3)
 
 
