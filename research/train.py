@@ -602,9 +602,10 @@ class StepFunctions:
     arguments' shapes; with `any_length`, the one executable of every `n`)."""
     key = None if self.any_length else n
     if key not in self._compiled:
-      length = (jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(self._mesh)),)
+      length = () if key is not None else (
+          jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(self._mesh)),)
       self._compiled[key] = self.jitted(key).lower(
-          state, frozen, batches, train_keys, *(length if key is None else ())).compile()
+          state, frozen, batches, train_keys, *length).compile()
     return self._compiled[key]
 
   def call(self, n: int, state, frozen, batches, train_keys, spec):

@@ -66,15 +66,19 @@ def test_resume_is_bit_identical(tmp_path):
   assert la == {s: lb[s] for s in la}
 
 
-def test_train_step_traces_once():
+def _tiny_step():
+  """(mesh, experiment, train step, fresh state) of the tiny config, on one device."""
   config = tiny()
   mesh = sharding.make_mesh(config.mesh)
   exp = train.build_experiment(config, mesh)
   tx = optim.make_optimizer(config)
-  step = chex.assert_max_traces(train.make_train_step(exp, tx, sharding.replicated(mesh)), n=1)
-  params = nn.unbox(exp.init_params(jax.random.key(1)))
-  state = {"step": np.int32(0), "params": params, "opt_state": tx.init(params),
-           "nonfinite_total": np.int32(0), "nonfinite_run": np.int32(0)}
+  state = nn.unbox(train.new_state_fn(exp, tx)(jax.random.key(1)))
+  return mesh, exp, train.make_train_step(exp, tx, sharding.replicated(mesh)), state
+
+
+def test_train_step_traces_once():
+  mesh, exp, step, state = _tiny_step()
+  step = chex.assert_max_traces(step, n=1)
   rep = sharding.replicated(mesh)
   state = jax.device_put(state, rep)
   frozen = jax.device_put(exp.frozen or {}, rep)
@@ -89,16 +93,9 @@ def test_finite_check_is_computed_once_not_fused_into_every_leaf():
   """The skip-a-bad-update flag is one value: XLA once fused the whole finiteness
   reduction into every leaf's select (a program quadratic in the number of leaves
   that took twice as long to compile)."""
-  config = tiny()
-  mesh = sharding.make_mesh(config.mesh)
-  exp = train.build_experiment(config, mesh)
-  tx = optim.make_optimizer(config)
-  params = nn.unbox(exp.init_params(jax.random.key(1)))
-  state = {"step": np.int32(0), "params": params, "opt_state": tx.init(params),
-           "nonfinite_total": np.int32(0), "nonfinite_run": np.int32(0)}
-  step = train.make_train_step(exp, tx, sharding.replicated(mesh))
+  _, exp, step, state = _tiny_step()
   hlo = jax.jit(step).lower(state, exp.frozen or {}, None, jax.random.key(0)).compile().as_text()
-  checked = [x for x in jax.tree.leaves((params, state["opt_state"]))
+  checked = [x for x in jax.tree.leaves((state["params"], state["opt_state"]))
              if jnp.issubdtype(x.dtype, jnp.inexact)]
   # Each checked array once (new params, new optimizer state), plus the loss metrics.
   count = hlo.count("is-finite(")
