@@ -142,45 +142,32 @@ def _run_cli(args, env_extra=None, timeout=600):
 
 
 @pytest.mark.slow
-def test_one_device_eight_devices_and_two_processes_agree(tmp_path):
-  """The same config on 1 device, a 4x2 (data x model) mesh, and 2 processes."""
-  common = ["--config", "experiments/gpicl/digits.py:tiny", "--config.train.progress=False"]
-  one = _run_cli(["launch.main", *common, "--workdir", str(tmp_path / "one"),
-                  "--local_devices=1"])
-  assert one.returncode == 0, one.stderr[-3000:]
-  eight = _run_cli(["launch.main", *common, "--workdir", str(tmp_path / "eight"),
-                    "--local_devices=8", "--config.mesh=((\"data\", 4), (\"model\", 2))",
-                    "--config.sharding.rules=tp"])
-  assert eight.returncode == 0, eight.stderr[-3000:]
-  two = _run_cli(["launch.local", "--num_processes=2", "--local_devices=1", "--timeout=400", "--",
-                  *common, "--workdir", str(tmp_path / "two")])
-  assert two.returncode == 0, two.stderr[-3000:]
-  ref = losses(str(tmp_path / "one"))
-  assert len(ref) == 3
-  for other in ("eight", "two"):
-    np.testing.assert_allclose(losses(str(tmp_path / other)), ref, rtol=1e-5, err_msg=other)
-
-
-@pytest.mark.slow
-def test_host_pipeline_one_and_two_processes_agree(tmp_path):
-  """Host pipeline: each process builds only its rows (make_array_from_process_local_data);
-  the global batch, hence the losses, do not depend on the process count."""
+def test_devices_processes_and_pipelines_agree(tmp_path):
+  """The same config on 1 device, a 4x2 (data x model) mesh, and 2 processes; then the host
+  pipeline (each process builds only its rows: make_array_from_process_local_data) on 1 and
+  2 processes. The losses do not depend on the devices or the process count. Evaluation
+  sets and classical learners off: only the training losses are compared."""
   common = ["--config", "experiments/gpicl/digits.py:tiny", "--config.train.progress=False",
-            "--config.data.pipeline=host", "--config.tasks.sequences_per_task=2"]
-  one = _run_cli(["launch.main", *common, "--workdir", str(tmp_path / "one"),
-                  "--local_devices=1"])
-  assert one.returncode == 0, one.stderr[-3000:]
-  two = _run_cli(["launch.local", "--num_processes=2", "--local_devices=1", "--timeout=400", "--",
-                  *common, "--workdir", str(tmp_path / "two")])
-  assert two.returncode == 0, two.stderr[-3000:]
+            "--config.tasks.sequences_per_task=2", "--config.eval.datasets=()",
+            "--config.eval.classical=()"]
+  main = ["launch.main", "--local_devices=1"]
+  local = ["launch.local", "--num_processes=2", "--local_devices=1", "--timeout=400", "--"]
+  eight = ["launch.main", "--local_devices=8"]
+  host, tp = ["--config.data.pipeline=host"], ["--config.sharding.rules=tp",
+                                              "--config.mesh=((\"data\", 4), (\"model\", 2))"]
+  runs = {"one": (main, []), "eight": (eight, tp), "two": (local, []),
+          "host_one": (main, host), "host_two": (local, host)}
+  for name, (launcher, extra) in runs.items():
+    r = _run_cli([*launcher, *common, *extra, "--workdir", str(tmp_path / name)])
+    assert r.returncode == 0, (name, r.stderr[-3000:])
   ref = losses(str(tmp_path / "one"))
   assert len(ref) == 3 and np.all(np.isfinite(ref))
-  np.testing.assert_allclose(losses(str(tmp_path / "two")), ref, rtol=1e-5)
+  for other in ("eight", "two"):
+    np.testing.assert_allclose(losses(str(tmp_path / other)), ref, rtol=1e-5, err_msg=other)
+  host_ref = losses(str(tmp_path / "host_one"))
+  np.testing.assert_allclose(losses(str(tmp_path / "host_two")), host_ref, rtol=1e-5)
   # Not the device pipeline's stream: the batches really came from the host path.
-  dev = _run_cli(["launch.main", *common[:-2], "--config.tasks.sequences_per_task=2",
-                  "--workdir", str(tmp_path / "dev"), "--local_devices=1"])
-  assert dev.returncode == 0, dev.stderr[-3000:]
-  assert losses(str(tmp_path / "dev")) != ref
+  assert host_ref != ref
 
 
 # ---------------------------------------------------------------------------
