@@ -116,3 +116,17 @@ def test_pca_dim_reduces_every_set():
   c.eval.datasets = ("tfds:mnist",)
   with pytest.raises(config_lib.ConfigError, match="TFDS"):
     gpicl.validate(c)
+
+
+# Last in this file: the notebook's tiny runs are the configs the tests above ran, in
+# the same worker (`--dist loadfile`), so it reads their programs from the compile cache.
+@pytest.mark.slow
+def test_gpicl_notebook_executes_in_tiny_mode(tmp_path, run_notebook):
+  """notebooks/gpicl.ipynb executes end to end in its TINY mode (it makes its own tiny runs)."""
+  outputs = run_notebook("gpicl.ipynb", {"TINY": 1, "GPICL_SWEEP_ROOT": tmp_path / "sweeps",
+                                         "JAX_PLATFORMS": "cpu"})
+  text = "\n".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+  for name in ("sweep_num_tasks", "sweep_learners", "sweep_plateau", "sweep_state_size"):
+    assert f"{name}: " in text and " of 0 runs" not in text
+  assert "transition into learning_to_learn" in text
+  assert not [o for o in outputs if o.get("output_type") == "error"]

@@ -1,6 +1,6 @@
-"""notebooks/mend.ipynb: rebuilds the README's tables from the committed results (with
-standard errors over demonstration seeds), and executes in tiny mode (fresh runs)."""
-import pytest
+"""notebooks/mend.ipynb rebuilds the README's tables from the committed results (with
+standard errors over demonstration seeds). Its tiny mode (fresh runs) is tested in
+test_mend_runs.py, after the runs it repeats."""
 
 
 def _markdown(outputs):
@@ -17,13 +17,3 @@ def test_mend_notebook_rebuilds_the_committed_tables(run_notebook, monkeypatch):
   # The issue-17 study: validation table and the final 5-seed meta-test table.
   assert "| t500 | 500 | 0.0 | 16 | 1.0 | 1.0 | 200 | 7.20 (1.28) |" in text
   assert "| **mean** | **34.6** | **42.9 ± 2.7** | **30.3** | **38.0 ± 0.7** | **34.1 ± 0.3** |" in text
-
-
-@pytest.mark.slow
-def test_mend_notebook_executes_in_tiny_mode(tmp_path, run_notebook):
-  outputs = run_notebook("mend.ipynb", {"MEND_NOTEBOOK_TINY": 1, "MEND_RUN_ROOT": tmp_path / "runs"},
-                         timeout=900)
-  assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
-             for o in outputs)
-  assert any("compression" in o.get("text", "") for o in outputs)
-  assert "n (demonstration seeds)" in _markdown(outputs)

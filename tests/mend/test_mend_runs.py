@@ -141,3 +141,18 @@ def test_configs_build(tmp_path):
   with pytest.raises(errors.ConfigError, match="LABEL=RUN_DIR"):
     train.run(_with(eval_cfg.get_config("tiny"), methods=("mend_finetune",)),
               str(tmp_path / "e"))
+
+
+# Last in this file: the notebook's tiny runs are the configs the tests above ran, in
+# the same worker (`--dist loadfile`), so it reads their programs from the compile cache.
+@pytest.mark.slow
+def test_mend_notebook_executes_in_tiny_mode(tmp_path, run_notebook):
+  """notebooks/mend.ipynb executes in tiny mode: both stages, hypertuning and the evaluation
+  as fresh runs, then every figure and table from them."""
+  outputs = run_notebook("mend.ipynb", {"MEND_NOTEBOOK_TINY": 1, "MEND_RUN_ROOT": tmp_path / "runs"},
+                         timeout=900)
+  assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+             for o in outputs)
+  assert any("compression" in o.get("text", "") for o in outputs)
+  assert any("n (demonstration seeds)" in o.get("data", {}).get("text/markdown", "")
+             for o in outputs)
