@@ -85,7 +85,10 @@ def test_run_is_idempotent(tmp_path):
   env_cwd = os.getcwd()
   os.chdir(ROOT)
   try:
-    first = sweep.run_all(runs, _path("sweep_num_tasks"), log=lambda *_: None)
+    # The tests' 8 devices (extra_args reach every run's command): the runs compile what
+    # test_configs.py's in-process runs of this sweep compiled, and read it from the cache.
+    first = sweep.run_all(runs, _path("sweep_num_tasks"), extra_args=["--local_devices=8"],
+                          log=lambda *_: None)
     second = sweep.run_all(runs, _path("sweep_num_tasks"), log=lambda *_: None)
   finally:
     os.chdir(env_cwd)
