@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from research.data import offline
+
 # Fig. 2 of the paper, as in the released notebook: per stage two classes and
 # the means of their Gaussian blobs (std 0.035) in the unit square.
 TOY_STAGES = (
@@ -53,10 +55,8 @@ def digits(seed: int, key_init_source: str = "transformed", train_frac: float = 
     "noise": uniform pixel noise in [0, 1]^64 (the analogue of the toy's U[0,1]^2).
   Returns ((x_train, y_train), (x_test, y_test), x_key_init), pixels in [0, 1].
   """
-  from sklearn.datasets import load_digits  # Bundled with scikit-learn: no download.
-  d = load_digits()
-  x = (d.images / 16.0).astype(np.float32)
-  y = d.target.astype(np.int32)
+  pixels, y = offline.sklearn_set("digits")  # Bundled with scikit-learn: no download.
+  x = (pixels.reshape(-1, 8, 8) / 16.0).astype(np.float32)
   rng = np.random.default_rng(seed)
   perm = rng.permutation(len(y))
   n_tr, n_te = int(train_frac * len(y)), int(test_frac * len(y))
