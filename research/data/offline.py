@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import io
 import os
 import zipfile
 
 import numpy as np
 
 from models.registry import Registry
+from research import workdir as workdir_lib
 from research.errors import ConfigError
 
 # name -> loader(test_fraction, seed, dim) -> Dataset; meta: num_classes, kind.
@@ -74,13 +76,12 @@ def sklearn_set(name: str) -> tuple[np.ndarray, np.ndarray]:
             "breast_cancer": skd.load_breast_cancer}[name]
   d = loader()
   x, y = d.data.astype(np.float32), d.target.astype(np.int32)
-  try:  # Written whole, then renamed: a concurrent reader sees all of it or nothing.
+  buf = io.BytesIO()
+  np.savez(buf, x=x, y=y)
+  try:  # Atomic: a concurrent reader sees all of it or nothing.
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-      np.savez(f, x=x, y=y)
-    os.replace(tmp, path)
-  except OSError:
+    workdir_lib.write_atomic(path, buf.getvalue())
+  except (OSError, workdir_lib.WriteError):
     pass  # A read-only home: no cache, the same data.
   return x, y
 
