@@ -11,7 +11,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # digits and MEND finetune tiny runs), with a third less compile time, which is most of a
 # suite that compiles hundreds of tiny programs once (GPICL digits tiny: 12.9 -> 8.7 s).
 # Children (launch.main, notebook kernels) inherit it; test_train checks level 1 = level 2.
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+# Not on an accelerator (launch/accelerator_check.sh runs its tests with JAX_PLATFORMS="").
+if (os.environ["JAX_PLATFORMS"] == "cpu"
+    and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_backend_optimization_level=1").strip()
 
