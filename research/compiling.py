@@ -9,7 +9,8 @@ instead of 1.5 s, a DKVB toy model's in 0.13 s instead of 0.6 s, with bit-identi
 results (level 0 is a little faster still but changes initial weights in the last bit:
 no contraction into fused multiply-adds). Loops keep XLA's default (level 2): the DKVB
 toy's train step compiled no faster at level 1 (within the noise), its key-init loop ran
-2× slower. Other backends keep their defaults.
+2× slower. Other backends keep their defaults. The test suite compiles everything at
+level 1 (tests/conftest.py): its hundreds of tiny programs run a few steps each.
 """
 from __future__ import annotations
 
