@@ -14,9 +14,9 @@ level 1 (tests/conftest.py): its hundreds of tiny programs run a few steps each.
 """
 from __future__ import annotations
 
-import os
-
 import jax
+
+from research import paths
 
 OPT_LEVEL = "xla_backend_optimization_level"
 # Programs that compile faster than this are not stored in the persistent cache. JAX's
@@ -30,8 +30,7 @@ def use_persistent_cache(path: str | None = None) -> str:
   """Compiled programs are stored in, and read back from, a cache on disk shared by every
   run, test and notebook of this user: `path`, else $RESEARCH_COMPILE_CACHE, else
   ~/.cache/research/jax_compile. Call before the first compilation; returns the path."""
-  path = path or os.environ.get("RESEARCH_COMPILE_CACHE",
-                                os.path.expanduser("~/.cache/research/jax_compile"))
+  path = path or paths.user_cache("RESEARCH_COMPILE_CACHE", "jax_compile")
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_CACHED_COMPILE_S)
   return path

@@ -1,9 +1,10 @@
-"""File names that come from configs are resolved inside the workdir, never outside."""
+"""Where files go: names that come from configs resolve inside the workdir, never outside;
+this user's caches live under ~/.cache/research unless an environment variable moves them."""
 from __future__ import annotations
 
 import os
 
-from research.config import ConfigError
+from research.errors import ConfigError
 
 
 def within(workdir: str, name: str) -> str:
@@ -15,3 +16,9 @@ def within(workdir: str, name: str) -> str:
   if os.path.commonpath([root, path]) != root:
     raise ConfigError(f"file name {name!r} escapes the workdir {root}; use a name inside it")
   return path
+
+
+def user_cache(env_var: str, name: str) -> str:
+  """$`env_var`, else ~/.cache/research/`name`: a cache shared by every run, test and
+  notebook of this user."""
+  return os.environ.get(env_var, os.path.expanduser(os.path.join("~/.cache/research", name)))

@@ -12,16 +12,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # suite that compiles hundreds of tiny programs once (GPICL digits tiny: 12.9 -> 8.7 s).
 # Children (launch.main, notebook kernels) inherit it; test_train checks level 1 = level 2.
 # Not on an accelerator (launch/accelerator_check.sh runs its tests with JAX_PLATFORMS="").
+# (Importing jax reads JAX_PLATFORMS; XLA_FLAGS is read when the backend starts.)
+from research import compiling  # noqa: E402
+
 if (os.environ["JAX_PLATFORMS"] == "cpu"
-    and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")):
+    and compiling.OPT_LEVEL not in os.environ.get("XLA_FLAGS", "")):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                             + " --xla_backend_optimization_level=1").strip()
+                             + f" --{compiling.OPT_LEVEL}=1").strip()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
-from research import compiling  # noqa: E402
 
 compiling.use_persistent_cache()
 

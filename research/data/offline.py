@@ -22,6 +22,7 @@ import zipfile
 import numpy as np
 
 from models.registry import Registry
+from research import paths
 from research import workdir as workdir_lib
 from research.errors import ConfigError
 
@@ -63,7 +64,7 @@ def sklearn_set(name: str) -> tuple[np.ndarray, np.ndarray]:
   scikit-learn takes ~1.1 s of every run's start-up on the 2-core dev machine, the .npz a
   few milliseconds."""
   import importlib.metadata
-  root = os.environ.get("RESEARCH_DATA_CACHE", os.path.expanduser("~/.cache/research/data"))
+  root = paths.user_cache("RESEARCH_DATA_CACHE", "data")
   path = os.path.join(root, f"scikit-learn-{importlib.metadata.version('scikit-learn')}",
                       f"{name}.npz")
   try:
