@@ -3,6 +3,7 @@
 A plain module of small functions and modules; model files import from here.
 """
 import contextvars
+import math
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -95,11 +96,37 @@ def interleaved_tokens(x: jax.Array, y: jax.Array, num_classes: int) -> jax.Arra
 MASK_VALUE = -1e30
 
 
+def per_token(layer: Callable[[jax.Array], jax.Array], x: jax.Array, lead: int = 2) -> jax.Array:
+  """`layer(x)` with x's `lead` leading dims (batch, position) flattened into one.
+
+  Under autodiff a kernel's gradient then contracts one dim, [D, B·T]·[B·T, F], which
+  XLA:CPU runs as one fast matmul; contracting batch and position as two dims it writes
+  a transposed copy of the output gradient and takes a slower kernel (the paper-size
+  GPICL MLP's backward took 1.8× as long; `tests/test_token_matmul.py` checks the HLO)."""
+  y = layer(x.reshape((-1,) + x.shape[lead:]))
+  return y.reshape(x.shape[:lead] + y.shape[1:])
+
+
+def token_matmul(x: jax.Array, w: jax.Array, contract: int = 1) -> jax.Array:
+  """x [..., *w.shape[:contract]] · w -> [..., *w.shape[contract:]]: a dense layer's
+  matmul as one 2-D matmul over all tokens (why: `per_token`)."""
+  k = math.prod(w.shape[:contract])
+  y = x.reshape(-1, k) @ w.reshape(k, -1)
+  return y.reshape(x.shape[:x.ndim - contract] + w.shape[contract:])
+
+
+class Dense(nn.Dense):
+  """`nn.Dense` over all tokens at once (`per_token`); same parameters and outputs."""
+
+  def __call__(self, inputs: jax.Array) -> jax.Array:
+    return per_token(super().__call__, inputs, inputs.ndim - 1)
+
+
 def dense(features: int, axes: Sequence[str | None], *, use_bias: bool = True,
           kernel_init: Initializer = nn.initializers.lecun_normal(),
           name: str | None = None) -> nn.Dense:
-  """`nn.Dense` whose kernel carries logical axes `axes` = (in, out) and bias (out,)."""
-  return nn.Dense(
+  """`Dense` whose kernel carries logical axes `axes` = (in, out) and bias (out,)."""
+  return Dense(
       features, use_bias=use_bias, name=name,
       kernel_init=nn.with_logical_partitioning(kernel_init, tuple(axes)),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[-1],)))

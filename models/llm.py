@@ -242,9 +242,9 @@ class Attention(nn.Module):
     wk = _param(self, "wk", init, (dm, kvh, hd), ("embed", "kv_heads", "kv"), cfg.param_dtype)
     wv = _param(self, "wv", init, (dm, kvh, hd), ("embed", "kv_heads", "kv"), cfg.param_dtype)
     wo = _param(self, "wo", init, (h, hd, dm), ("heads", "kv", "embed"), cfg.param_dtype)
-    q = jnp.einsum("btd,dhk->bthk", x, wq.astype(cfg.dtype))
-    k = jnp.einsum("btd,dhk->bthk", x, wk.astype(cfg.dtype))
-    v = jnp.einsum("btd,dhk->bthk", x, wv.astype(cfg.dtype))
+    q = layers.token_matmul(x, wq.astype(cfg.dtype))
+    k = layers.token_matmul(x, wk.astype(cfg.dtype))
+    v = layers.token_matmul(x, wv.astype(cfg.dtype))
     if cfg.arch == "gpt2":
       zeros = nn.initializers.zeros
       q = q + _param(self, "bq", zeros, (h, hd), ("heads", "kv"), cfg.param_dtype)
@@ -261,7 +261,7 @@ class Attention(nn.Module):
       new_cache = (ck, cv)
       k, v = ck.astype(cfg.dtype), cv.astype(cfg.dtype)
     out = attend(q, k, v, mask, probs_dropout=_dropout(cfg, "attn_drop"))
-    out = jnp.einsum("bthk,hkd->btd", out, wo.astype(cfg.dtype))
+    out = layers.token_matmul(out, wo.astype(cfg.dtype), contract=2)
     if cfg.arch == "gpt2":
       out = out + _param(self, "bo", nn.initializers.zeros, (dm,), ("embed",),
                          cfg.param_dtype)
@@ -276,18 +276,19 @@ class Mlp(nn.Module):
     cfg = self.config
     init = nn.initializers.normal(0.02)
     dm, dff = cfg.d_model, cfg.mlp_dim
+    mm = lambda x, w: layers.token_matmul(x, w.astype(cfg.dtype))
     w_down = _param(self, "w_down", init, (dff, dm), ("mlp", "embed"), cfg.param_dtype)
     if cfg.arch == "gpt2":
       zeros = nn.initializers.zeros
       w_up = _param(self, "w_up", init, (dm, dff), ("embed", "mlp"), cfg.param_dtype)
       b_up = _param(self, "b_up", zeros, (dff,), ("mlp",), cfg.param_dtype)
       b_down = _param(self, "b_down", zeros, (dm,), ("embed",), cfg.param_dtype)
-      hid = nn.gelu(x @ w_up.astype(cfg.dtype) + b_up, approximate=True)  # gelu_new
-      return hid @ w_down.astype(cfg.dtype) + b_down
+      hid = nn.gelu(mm(x, w_up) + b_up, approximate=True)  # gelu_new
+      return mm(hid, w_down) + b_down
     w_gate = _param(self, "w_gate", init, (dm, dff), ("embed", "mlp"), cfg.param_dtype)
     w_up = _param(self, "w_up", init, (dm, dff), ("embed", "mlp"), cfg.param_dtype)
-    hid = nn.silu(x @ w_gate.astype(cfg.dtype)) * (x @ w_up.astype(cfg.dtype))
-    return hid @ w_down.astype(cfg.dtype)
+    hid = nn.silu(mm(x, w_gate)) * mm(x, w_up)
+    return mm(hid, w_down)
 
 
 def _dropout(cfg: LMConfig, name: str | None = None):

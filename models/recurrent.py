@@ -102,7 +102,7 @@ class LSTM(nn.Module):
     w_x = layers.logical_param(self, "w_x", _kernel_init(), (e, 4, h), ("embed", None, "mlp"))
     w_h = layers.logical_param(self, "w_h", _kernel_init(), (h, 4, h), ("state", None, "mlp"))
     b = layers.logical_param(self, "b", nn.initializers.zeros, (4, h), (None, "mlp"))
-    gx = jnp.einsum("ble,egk->blgk", z, w_x) + b  # Input part of all gates, outside the scan.
+    gx = layers.token_matmul(z, w_x) + b  # Input part of all gates, outside the scan.
 
     def step(carry, gx_t):
       h_prev, c_prev = carry
@@ -168,7 +168,7 @@ class OuterProductLSTM(nn.Module):
                                ("state", "heads", None, "mlp"))
     b = layers.logical_param(self, "b", nn.initializers.zeros, (n, 8, h), ("heads", None, "mlp"))
     key_scale = nn.softplus(self.param("key_scale", nn.initializers.zeros, ()))
-    gx = jnp.einsum("ble,enfk->blnfk", z, w_x) + b
+    gx = layers.token_matmul(z, w_x) + b
 
     def step(carry, gx_t):
       h_prev, c_prev = carry  # [B, n h], [B, n, h, h]
@@ -188,7 +188,7 @@ class OuterProductLSTM(nn.Module):
                                  (n, h, self.num_classes), ("heads", "mlp", "classes"))
     b_out = layers.logical_param(self, "b_out", nn.initializers.zeros, (self.num_classes,),
                                  ("classes",))
-    return jnp.einsum("blnk,nkc->blc", hs, w_out) + b_out
+    return layers.token_matmul(hs, w_out, contract=2) + b_out
 
 
 @LEARNERS.register("mlp", sizes={"tiny": dict(hidden_size=16), "small": dict(hidden_size=128),

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from models import cpu_attention
-from models.layers import MASK_VALUE, paper_tokens, query_layout_tokens
+from models.layers import MASK_VALUE, paper_tokens, per_token, query_layout_tokens
 from models.registry import LEARNERS
 
 Layout = Literal["paper", "query"]
@@ -102,21 +102,21 @@ class Block(nn.Module):
     # No key bias: it adds q·b to every logit of a row, which softmax ignores, so
     # its gradient is exactly zero and Adam would only amplify float noise.
     qkv = [
-        _param_dense((self.num_heads, self.head_dim), ("embed", "heads", "kv"), n,
-                     use_bias=(n != "key"), dtype=self.dtype)(y)
+        per_token(_param_dense((self.num_heads, self.head_dim), ("embed", "heads", "kv"), n,
+                                use_bias=(n != "key"), dtype=self.dtype), y)
         for n in ("query", "key", "value")
     ]
     y = dot_product_attention(*qkv, mask, self.attention)
-    y = nn.DenseGeneral(
+    y = per_token(nn.DenseGeneral(
         d_model, axis=(-2, -1),
         kernel_init=nn.with_logical_partitioning(_dense_init, ("heads", "kv", "embed")),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-        dtype=self.dtype, name="out")(y)
+        dtype=self.dtype, name="out"), y)
     h = h + y.astype(h.dtype)
     y = _layer_norm("ln_mlp")(h).astype(self.dtype)
-    y = _param_dense(self.mlp_dim, ("embed", "mlp"), "mlp_in", dtype=self.dtype)(y)
+    y = per_token(_param_dense(self.mlp_dim, ("embed", "mlp"), "mlp_in", dtype=self.dtype), y)
     y = nn.gelu(y)
-    y = _param_dense(d_model, ("mlp", "embed"), "mlp_out", dtype=self.dtype)(y)
+    y = per_token(_param_dense(d_model, ("mlp", "embed"), "mlp_out", dtype=self.dtype), y)
     return h + y.astype(h.dtype)
 
 
@@ -177,7 +177,7 @@ class Transformer(nn.Module):
     else:
       raise ValueError(f"unknown layout {self.layout!r}; use 'paper' or 'query'")
 
-    h = _param_dense(self.d_model, ("input", "embed"), "embed")(tokens)
+    h = per_token(_param_dense(self.d_model, ("input", "embed"), "embed"), tokens)
     pos = self.param("pos_embed",
                      nn.with_logical_partitioning(nn.initializers.normal(self.pos_init_std),
                                                   ("length", "embed")),
@@ -188,7 +188,7 @@ class Transformer(nn.Module):
       h = block(self.num_heads, self.head_dim, self.mlp_ratio * self.d_model,
                 self.attention, self.dtype, name=f"block_{i}")(h, mask[None, None])
     h = _layer_norm("ln_final")(h)
-    logits = _param_dense(self.num_classes, ("embed", "classes"), "head")(h)
+    logits = per_token(_param_dense(self.num_classes, ("embed", "classes"), "head"), h)
     return logits[:, -length:].astype(jnp.float32)  # the query tokens in "query" layout
 
   def state_size(self, seq_len: int) -> int:
