@@ -158,3 +158,35 @@ def test_kill_in_the_middle_of_a_stream_resumes_bit_identical(tmp_path):
     import jax
     for u, v in zip(jax.tree.leaves(pa), jax.tree.leaves(pb)):
       np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+@pytest.mark.parametrize("config,batch_size", [("toy2d.py", 0), ("digits.py", 64)])
+def test_each_epoch_visits_every_row_once(config, batch_size, tmp_path):
+  """A full batch (toy) is the stage's rows in order, unshuffled (the loss does not depend
+  on their order); minibatches are a fresh permutation of the valid rows each epoch."""
+  import jax
+  from research import sharding
+  cfg = _config(config)
+  with cfg.unlocked():
+    cfg.stream.batch_size = batch_size
+    cfg.only = "linear"
+  sub = experiment.model_run_config(cfg, "linear", str(tmp_path))
+  exp = experiment.build(sub, sharding.make_mesh(sub.mesh))
+  ps = exp.frozen["per_seed"]
+  plan = experiment.schedule(sub, exp.objects["streams"])
+  slots, sps = plan["slots"], plan["steps_per_stage"]
+  assert (slots == 1) == (batch_size == 0)
+  n = int(ps["count"][1])
+  y_stage = np.asarray(ps["y"][1])
+  for epoch in range(2):
+    batches = [exp.sample_batch(exp.frozen, jax.random.key(0), sps + epoch * slots + j)
+               for j in range(slots)]
+    w = np.concatenate([np.asarray(x["w"]) for x in batches])
+    y = np.concatenate([np.asarray(x["y"]) for x in batches])[w > 0]
+    assert w.sum() == n and sorted(y.tolist()) == sorted(y_stage[:n].tolist())
+    if slots == 1:
+      np.testing.assert_array_equal(np.asarray(batches[0]["x"]), np.asarray(ps["x"][1]))
+    elif epoch == 0:
+      first = y
+    else:
+      assert len(y) == len(first) and (y != first).any()  # Reshuffled each epoch.
