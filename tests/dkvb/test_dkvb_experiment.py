@@ -173,8 +173,7 @@ def test_each_epoch_visits_every_row_once(config, batch_size, tmp_path):
   sub = experiment.model_run_config(cfg, "linear", str(tmp_path))
   exp = experiment.build(sub, sharding.make_mesh(sub.mesh))
   ps = exp.frozen["per_seed"]
-  plan = experiment.schedule(sub, exp.objects["streams"])
-  slots, sps = plan["slots"], plan["steps_per_stage"]
+  slots, sps = exp.info["batch_slots_per_epoch"], exp.info["steps_per_stage"]
   assert (slots == 1) == (batch_size == 0)
   n = int(ps["count"][1])
   y_stage = np.asarray(ps["y"][1])
