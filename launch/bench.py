@@ -514,7 +514,9 @@ def main():
     with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
       f.write(to_markdown(results) + "\n")
     return
+  from research import compiling
   from research import flops as flops_lib
+  compiling.freeze_startup_objects()  # As launch.main does before a run.
 
   t_start = time.perf_counter()
   only = set(filter(None, args.only.split(",")))

@@ -95,6 +95,7 @@ def main(argv):
   if not workdir:
     raise app.UsageError("--workdir is required")
   from research import checkpoint, errors, train, workdir as workdir_lib
+  compiling.freeze_startup_objects()
   try:
     train.run(config, workdir)
   except errors.BAD_INPUT as e:
