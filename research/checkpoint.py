@@ -48,8 +48,12 @@ def manager(workdir: str, *, max_to_keep: int, async_save: bool = True,
   return ocp.CheckpointManager(directory(workdir), options=options, item_handlers=handlers)
 
 
-# TensorStore reports a failed write as `Failed writing: "<path>": ... <reason> [os_error_code=...]`.
-_TS_WRITE = re.compile(r'Failed writing: "([^"]+)".*?: ([^:\[]+?)\s*\[os_error_code')
+# TensorStore reports a failed write as `... "<file>": ... <reason> [os_error_code=...]`, the
+# file in the last quotes before the reason, often nested in other errors (`Error opening
+# "zarr" driver: Error writing "<array>/.zarray" in OCDBT database at local file "<dir>":
+# ...`, seen in CI); re.S in case a message spans lines.
+_TS_WRITE = re.compile(r'"([^"]+)"[^"]*?:\s*([^:\[\]"]+?)\s*\[os_error_code', re.S)
+_TS_ERRNO = re.compile(r"\[os_error_code='?(\d+)")
 
 
 def _write_error(e: BaseException, mngr) -> WriteError:
@@ -60,8 +64,7 @@ def _write_error(e: BaseException, mngr) -> WriteError:
   if cause is not None:
     what = describe_os_error(cause)
   else:
-    m = _TS_WRITE.search(str(e))
-    what = f"{m.group(2).strip()} ({m.group(1)})" if m else _one_line(e)
+    what = _tensorstore_write_error(str(e)) or _one_line(e)
   return WriteError(f"saving a checkpoint in {mngr.directory} failed: {what}; the previous "
                     f"checkpoints are intact and the rerun resumes from the newest")
 
@@ -89,9 +92,24 @@ def abstract_like(tree: Any, shardings: Any) -> Any:
                       tree, shardings)
 
 
+def _tensorstore_write_error(text: str) -> str | None:
+  """"<reason> (<file>)" from a TensorStore write error, or None if it names no OS error."""
+  m = _TS_WRITE.search(text)
+  if m:
+    return f"{m.group(2).strip()} ({m.group(1)})"
+  m = _TS_ERRNO.search(text)
+  return f"{os.strerror(int(m.group(1)))} ({_one_line_text(text)})" if m else None
+
+
+def _one_line_text(text: str, keep: int = 240) -> str:
+  """The message on one line; a long one keeps its start and its end, where nested errors
+  put the innermost reason."""
+  text = " ".join(text.split())
+  return text if len(text) <= keep else f"{text[:keep // 2]} ... {text[-keep // 2:]}"
+
+
 def _one_line(e: BaseException) -> str:
-  text = str(e).strip().splitlines()
-  return f"{type(e).__name__}: {text[0][:200] if text else ''}"
+  return f"{type(e).__name__}: {_one_line_text(str(e))}"
 
 
 def stored_signature(mngr: ocp.CheckpointManager, step: int) -> dict[str, list] | None:

@@ -270,6 +270,36 @@ def test_a_failed_checkpoint_write_is_one_line_and_the_rerun_resumes_bit_identic
     np.testing.assert_array_equal(x, y)
 
 
+# TensorStore's messages for a write that hit the file-size limit: the one most saves fail
+# with (recorded from this test's run), the same failure met while opening an array (its
+# first 200 characters seen in CI; the rest in the form of the first), and that over lines.
+_D = "/w/checkpoints/8.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp/ocdbt.process_0/"
+_FAILED = (f'Failed writing: "{_D}d/c4aa": Failed to write 7375 bytes to file 11: '
+           f"File too large [os_error_code='27']")
+TS_ERRORS = [
+    f'OUT_OF_RANGE: Error writing "nonfinite_total/0" in OCDBT database at local file "{_D}": '
+    + _FAILED,
+    f'OUT_OF_RANGE: Error opening "zarr" driver: Error writing "params.block_0.value.kernel/'
+    f'.zarray" in OCDBT database at local file "{_D}": ' + _FAILED,
+    f'OUT_OF_RANGE: Error opening "zarr" driver: Error writing "params.b/.zarray" in OCDBT '
+    f'database at local file "{_D}":\n' + _FAILED.replace("11: ", "11:\n"),
+]
+
+
+@pytest.mark.parametrize("message", TS_ERRORS)
+def test_a_tensorstore_write_error_names_the_file_and_the_reason(message):
+  mngr = type("Manager", (), {"directory": "/w/checkpoints"})()
+  line = str(checkpoint._write_error(ValueError(message), mngr))
+  assert "\n" not in line
+  assert f"failed: File too large ({_D}d/c4aa); the previous checkpoints are intact" in line
+
+
+def test_an_unparsed_error_keeps_the_end_of_its_message():
+  mngr = type("Manager", (), {"directory": "/w/checkpoints"})()
+  line = str(checkpoint._write_error(ValueError("x" * 500 + ": disk quota exceeded"), mngr))
+  assert line.count("x") < 300 and "disk quota exceeded" in line
+
+
 def test_a_failed_metrics_write_is_one_line_and_a_torn_row_is_repaired(tmp_path):
   w = str(tmp_path / "w")
   os.makedirs(w)
