@@ -48,8 +48,8 @@ def freeze_startup_objects() -> None:
   experiments built) out of the cyclic garbage collector's full passes. Tracing and
   lowering allocate many short-lived objects, and each full pass walked the ~150k
   start-up objects again: in the DKVB toy's 1×400 model (3 seeds, compile cache off)
-  65 collections took 0.14-0.15 s, 0.013 s after this call, and jaxpr tracing went from
-  0.32-0.43 s to 0.19 s (2-core dev machine). Objects made later are collected as
+  63-65 collections took 0.13-0.15 s, 0.012-0.016 s after this call, and jaxpr tracing from
+  0.32-0.43 s to 0.18-0.21 s (2-core dev machine). Objects made later are collected as
   before; a reference cycle that is already garbage now is never freed (once, at
   start-up). Entry points call it after their imports, before the run."""
   gc.freeze()
