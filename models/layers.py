@@ -99,12 +99,62 @@ MASK_VALUE = -1e30
 def per_token(layer: Callable[[jax.Array], jax.Array], x: jax.Array, lead: int = 2) -> jax.Array:
   """`layer(x)` with x's `lead` leading dims (batch, position) flattened into one.
 
-  Under autodiff a kernel's gradient then contracts one dim, [D, B·T]·[B·T, F], which
-  XLA:CPU runs as one fast matmul; contracting batch and position as two dims it writes
-  a transposed copy of the output gradient and takes a slower kernel (the paper-size
-  GPICL MLP's backward took 1.8× as long; `tests/test_token_matmul.py` checks the HLO)."""
+  Under autodiff a kernel's gradient then contracts one dim, [D, B·T]·[B·T, F];
+  contracting batch and position as two dims, XLA:CPU writes a transposed copy of the
+  output gradient and takes a slower kernel (the paper-size GPICL MLP's backward took
+  1.8× as long; `tests/test_token_matmul.py` checks the HLO). With
+  `dot_general=token_dot_general` that one-dim contraction also runs on the fast matmul."""
   y = layer(x.reshape((-1,) + x.shape[lead:]))
   return y.reshape(x.shape[:lead] + y.shape[1:])
+
+
+@jax.custom_vjp
+def _tokens_matmul_cpu(x: jax.Array, w: jax.Array) -> jax.Array:
+  """x [M, K] @ w [K, N] over M tokens, with a kernel gradient XLA:CPU runs fast."""
+  return x @ w
+
+
+def _tokens_matmul_cpu_fwd(x, w):
+  return x @ w, (x, w)
+
+
+def _tokens_matmul_cpu_bwd(res, g):
+  x, w = res
+  m = x.shape[0]
+  if m % 2:
+    return g @ w.T, x.T @ g
+  # The kernel gradient x^T·g contracts the M tokens. Written as x.T @ g, XLA:CPU folds
+  # the transpose into the dot and runs it outside YNNPACK, at 0.45-0.75 of the matmul
+  # peak for the paper-size GPICL layers; contracting two halves of the tokens, it
+  # writes x transposed once and runs YNNPACK's matmul (0.8-1.0, copy included). The
+  # barrier keeps that copy a plain transpose of the saved x: fused with the
+  # recomputation of x (a GELU), it took 4x as long.
+  halves = lambda a: a.reshape(2, m // 2, a.shape[-1])
+  x = jax.lax.optimization_barrier(x)
+  dw = jax.lax.dot_general(halves(x), halves(g), (((0, 1), (0, 1)), ((), ())))
+  return g @ w.T, dw
+
+
+_tokens_matmul_cpu.defvjp(_tokens_matmul_cpu_fwd, _tokens_matmul_cpu_bwd)
+
+
+def token_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers,
+                      precision=None, preferred_element_type=None) -> jax.Array:
+  """`lax.dot_general` for dense layers over tokens (`nn.DenseGeneral(dot_general=...)`):
+  lhs [tokens, in...] contracted on its trailing dims with rhs [in..., out...]. On CPU
+  one 2-D matmul whose kernel gradient takes XLA:CPU's fast matmul (the paper-size
+  GPICL step 2 % faster, `_tokens_matmul_cpu_bwd`); any other contraction, precision or
+  backend is `lax.dot_general` itself."""
+  (lc, rc), (lb, rb) = dimension_numbers
+  n = len(lc)
+  if (lb or rb or precision is not None or preferred_element_type is not None
+      or jax.default_backend() != "cpu" or lhs.ndim != n + 1
+      or tuple(lc) != tuple(range(1, n + 1)) or tuple(rc) != tuple(range(n))):
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                               preferred_element_type=preferred_element_type)
+  k = math.prod(rhs.shape[:n])
+  y = _tokens_matmul_cpu(lhs.reshape(lhs.shape[0], k), rhs.reshape(k, -1))
+  return y.reshape(lhs.shape[:1] + rhs.shape[n:])
 
 
 def token_matmul(x: jax.Array, w: jax.Array, contract: int = 1) -> jax.Array:

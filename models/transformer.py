@@ -28,7 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from models import cpu_attention
-from models.layers import MASK_VALUE, paper_tokens, per_token, query_layout_tokens
+from models.layers import (MASK_VALUE, paper_tokens, per_token, query_layout_tokens,
+                           token_dot_general)
 from models.registry import LEARNERS
 
 Layout = Literal["paper", "query"]
@@ -45,6 +46,7 @@ def _param_dense(features, axes, name, use_bias=True, dtype=None):
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]),
       use_bias=use_bias,
       name=name,
+      dot_general=token_dot_general,
   )
 
 
@@ -111,7 +113,7 @@ class Block(nn.Module):
         d_model, axis=(-2, -1),
         kernel_init=nn.with_logical_partitioning(_dense_init, ("heads", "kv", "embed")),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
-        dtype=self.dtype, name="out"), y)
+        dtype=self.dtype, name="out", dot_general=token_dot_general), y)
     h = h + y.astype(h.dtype)
     y = _layer_norm("ln_mlp")(h).astype(self.dtype)
     y = per_token(_param_dense(self.mlp_dim, ("embed", "mlp"), "mlp_in", dtype=self.dtype), y)

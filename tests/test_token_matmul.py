@@ -1,7 +1,10 @@
 """`models.layers.per_token` / `token_matmul` / `Dense`: dense layers as one 2-D matmul
 over all tokens. Same parameters and values as the plain forms, and the reason they
 exist: under autodiff XLA:CPU then computes each kernel's gradient without writing a
-transposed copy of the activation gradient (1.8x on the paper-size GPICL MLP's backward)."""
+transposed copy of the activation gradient (1.8x on the paper-size GPICL MLP's backward).
+`token_dot_general` (the GPICL transformer's dense layers): the same values and
+gradients as `lax.dot_general`, with every kernel gradient a plain [K, M]·[M, N] matmul
+on CPU (XLA:CPU's fast path) instead of a dot over a transposed operand."""
 import re
 
 import flax.linen as nn
@@ -76,3 +79,53 @@ def test_kernel_gradients_need_no_transposed_copy_on_cpu():
   # re-measure the GPICL step (launch.bench) before removing it.
   assert plain > 0, "XLA:CPU no longer transposes the plain Dense's gradient"
   assert _transposed_activation_gradients(layers.Dense) == 0
+
+
+@pytest.mark.parametrize("tokens", [B * T, B * T - 1])  # Even: the halves form; odd: x.T @ g.
+@pytest.mark.parametrize("kernel,contract", [((D, 3, 5), 1), ((3, 5, D), 2), ((D, F), 1)])
+def test_token_dot_general_matches_dot_general(tokens, kernel, contract):
+  k1, k2, k3 = jax.random.split(jax.random.key(5), 3)
+  lhs_shape = (tokens,) + kernel[:contract]
+  x = jax.random.normal(k1, lhs_shape)
+  w = jax.random.normal(k2, kernel)
+  dims = ((tuple(range(1, contract + 1)), tuple(range(contract))), ((), ()))
+  cot = jax.random.normal(k3, (tokens,) + kernel[contract:])
+  ours = lambda x, w: layers.token_dot_general(x, w, dims)
+  plain = lambda x, w: jax.lax.dot_general(x, w, dims)
+  np.testing.assert_allclose(ours(x, w), plain(x, w), rtol=1e-5, atol=1e-5)
+  g_ours = jax.vjp(ours, x, w)[1](cot)
+  g_plain = jax.vjp(plain, x, w)[1](cot)
+  for a, b in zip(g_ours, g_plain):
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_token_dot_general_passes_other_contractions_through():
+  x, w = jnp.ones((2, 3, 4)), jnp.ones((2, 4, 5))
+  dims = (((2,), (1,)), ((0,), (0,)))  # A batched matmul: not a dense layer over tokens.
+  np.testing.assert_array_equal(layers.token_dot_general(x, w, dims),
+                                jax.lax.dot_general(x, w, dims))
+
+
+def _transposed_operand_dots(dot_general) -> int:
+  """Dots of the compiled gradient of a 2-layer MLP (per_token DenseGeneral) that
+  contract an operand's leading dim: x.T @ g, which XLA:CPU runs outside YNNPACK."""
+  class Mlp(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      dense = lambda f, name: nn.DenseGeneral(f, name=name, dot_general=dot_general)
+      h = nn.gelu(layers.per_token(dense(F, "inp"), x))
+      return layers.per_token(dense(D, "out"), h)
+  x = jnp.ones((B, T, D))
+  model = Mlp()
+  v = model.init(jax.random.key(0), x)
+  hlo = jax.jit(jax.grad(_loss(model))).lower(v, x).compile().as_text()
+  return len(re.findall(r"dot\([^)]*\), lhs_contracting_dims=\{0\}", hlo))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA:CPU lowering decision")
+def test_kernel_gradients_are_plain_matmuls_on_cpu():
+  # If XLA:CPU stops taking the slow form for x.T @ g, token_dot_general may no longer
+  # be needed: re-measure the GPICL step (launch.bench) before removing it.
+  assert _transposed_operand_dots(jax.lax.dot_general) > 0, "XLA:CPU changed: re-measure"
+  assert _transposed_operand_dots(layers.token_dot_general) == 0
