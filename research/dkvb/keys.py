@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from models.kv_bottleneck import nearest_keys
+from research import compiling
 
 Array = jax.Array
 
@@ -164,19 +165,22 @@ def ema_init_keys(rng: Array, data: DataSource, to_queries: Callable[..., Array]
   if query_args is None:
     query_args, fn = (), to_queries
     to_queries = lambda args, x: fn(x)
+  # The loop's distance matmuls: a toy's key init compiles for longer than it runs.
+  flops = 2.0 * num_steps * batch_size * c * j * (d + 1)
   program = _ema_program(to_queries, sampler, num_steps, batch_size, decay, eps, dead_fraction,
-                         chunk_size, init_from_data, reuse)
+                         chunk_size, init_from_data, reuse,
+                         flops < compiling.SMALL_LOOP_FLOPS)
   state = program(codebook, pool, idx, step_rngs, r_init, query_args)
   return (state.codebook, state) if return_state else state.codebook
 
 
 @functools.lru_cache(maxsize=32)
 def _ema_program(to_queries, sampler, num_steps, batch_size, decay, eps, dead_fraction,
-                 chunk_size, init_from_data, reuse):
+                 chunk_size, init_from_data, reuse, small):
   """The jitted EMA loop for one set of static settings (reused across seeds)."""
   cfg = dict(decay=decay, eps=eps, dead_fraction=dead_fraction, chunk_size=chunk_size)
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=compiling.run_once() if small else None)
   def run(codebook, pool, idx, step_rngs, r_init, query_args):
     c, j, _ = codebook.shape
     to_q = functools.partial(to_queries, query_args)
