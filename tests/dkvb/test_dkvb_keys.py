@@ -143,3 +143,24 @@ def test_ema_reusing_pool_queries_equals_projecting_every_step():
   np.testing.assert_allclose(np.asarray(reused), np.asarray(fresh), rtol=1e-5, atol=1e-5)
   np.testing.assert_array_equal(keys_lib._project_pool(to_q, jnp.asarray(pool), 32).shape,
                                 (100, 3, 2))
+
+
+def test_a_small_key_init_loop_compiles_as_run_once_and_a_large_one_does_not(monkeypatch):
+  """The toy-size EMA loop costs more to compile than to run: it takes
+  `compiling.run_once()`'s options; above `SMALL_LOOP_FLOPS` XLA's default."""
+  from research import compiling
+  calls = []
+  monkeypatch.setattr(compiling, "run_once", lambda: calls.append(1) or None)
+  data = jax.random.uniform(jax.random.key(0), (64, 2))
+  codebook = jax.random.uniform(jax.random.key(1), (1, 16, 2))
+  run = lambda: keys_lib.ema_init_keys(jax.random.key(2), data, lambda x: x[:, None, :],
+                                       codebook, num_steps=5, batch_size=32)
+  keys_lib._ema_program.cache_clear()
+  small = run()  # 5 steps × 32 queries × 16 keys: far below the threshold.
+  assert calls == [1]
+  monkeypatch.setattr(compiling, "SMALL_LOOP_FLOPS", 0.0)
+  keys_lib._ema_program.cache_clear()
+  large = run()
+  assert calls == [1]
+  np.testing.assert_allclose(small, large, rtol=1e-6, atol=1e-6)
+  keys_lib._ema_program.cache_clear()
