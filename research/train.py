@@ -191,8 +191,8 @@ def _train_and_evaluate(config, workdir: str, lock: list) -> dict[str, Any]:
   mngr = checkpoint.manager(workdir, max_to_keep=config.train.keep_checkpoints)
   if state is None:
     state = initial_state(init_fn, state_sharding, init_keys)
-  # XLA's cost analysis counts a scan's body once: one update's FLOPs either way.
-  flops_per_step = flops_lib.compiled_flops(compiled) / num_seeds
+  flops_per_step = step_fns.update_flops(first, abstract, frozen, batches.spec(start_step, 1),
+                                         train_keys) / num_seeds
   peak = config.peak_flops or _process_peak()
   info = dict(exp.info, flops_per_step=flops_per_step, peak_flops_per_device=peak,
               peak_matmul_n=None if config.peak_flops else PEAK_MATMUL_N,
@@ -548,7 +548,9 @@ class StepFunctions:
     self.host = exp.host_batch is not None
     self.any_length = config.train.steps_per_call > 1 and not self.host
     batch_sharding = sharding.batch_sharding(mesh, rules)
-    self._step = make_train_step(exp, tx, batch_sharding, config.train.grad_accum_steps)
+    self._accum = config.train.grad_accum_steps
+    self._step = make_train_step(exp, tx, batch_sharding, self._accum)
+    self._whole_step = lambda: make_train_step(exp, tx, batch_sharding, 1)
     self._frozen_sharding = jax.tree.map(lambda x: x.sharding, frozen)
     self._frozen_axes = (None if self.num_seeds == 1 else
                          {k: (0 if k == "per_seed" else None) for k in frozen})
@@ -558,11 +560,12 @@ class StepFunctions:
     self._batch_sharding1 = sharding.with_leading_axis(batch_sharding, lead)
     self._mesh, self._rules = mesh, rules
     self._compiled: dict[int | None, Any] = {}
+    self._lowered: dict[int | None, Any] = {}
     self._lengths: dict[int, jax.Array] = {}
 
-  def _calls(self, n: int | None):
+  def _calls(self, n: int | None, step=None):
     """The call of `n` updates; `n=None`: of `length` updates, its last argument."""
-    step = self._step
+    step = step or self._step
 
     def call(state, frozen, batches, train_key, length=None):
       if n == 1:
@@ -581,21 +584,26 @@ class StepFunctions:
       call = jax.vmap(call, in_axes=axes + ((None,) if n is None else ()))
     return call
 
-  def jitted(self, n: int | None):
-    """The jitted call of `n` updates (`None`: any number, passed last); models'
-    activation constraints apply while it traces."""
-    call, mesh, rules = self._calls(n), self._mesh, self._rules
+  def _with_rules(self, call):
+    """`call`, tracing under the models' activation constraints."""
+    mesh, rules = self._mesh, self._rules
 
     def with_rules(*args):
       with sharding.activation_rules(mesh, rules):
         return call(*args)
 
+    return with_rules
+
+  def jitted(self, n: int | None):
+    """The jitted call of `n` updates (`None`: any number, passed last); models'
+    activation constraints apply while it traces."""
+    with_rules = self._with_rules(self._calls(n))
     batch_sh = (self._batch_sharding1 if n == 1 else self._batch_sharding) if self.host else None
-    length_sh = (sharding.replicated(mesh),) if n is None else ()
+    length_sh = (sharding.replicated(self._mesh),) if n is None else ()
     return jax.jit(with_rules, donate_argnums=0,
                    in_shardings=(self._state_sharding, self._frozen_sharding, batch_sh, None)
                    + length_sh,
-                   out_shardings=(self._state_sharding, sharding.replicated(mesh)))
+                   out_shardings=(self._state_sharding, sharding.replicated(self._mesh)))
 
   def compiled(self, n: int, state, frozen, batches, train_keys):
     """The executable that runs calls of `n` updates (compiled on first use, from the
@@ -604,9 +612,25 @@ class StepFunctions:
     if key not in self._compiled:
       length = () if key is not None else (
           jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(self._mesh)),)
-      self._compiled[key] = self.jitted(key).lower(
-          state, frozen, batches, train_keys, *length).compile()
+      self._lowered[key] = self.jitted(key).lower(state, frozen, batches, train_keys, *length)
+      self._compiled[key] = self._lowered[key].compile()
     return self._compiled[key]
+
+  def update_flops(self, n: int, state, frozen, batch_spec, train_keys) -> float:
+    """FLOPs of one update per device (all replicas), from the compiled call of `n` updates.
+
+    XLA's cost analysis counts a loop's body once: right for a call of n updates (one
+    update), but an update of `grad_accum_steps` micro-batches reads as one micro-batch.
+    That count is scaled by how much more the update without its accumulation loop does,
+    both lowered and counted before optimisation (`batch_spec`: one update's host batch)."""
+    key = None if self.any_length else n
+    counted = flops_lib.compiled_flops(self._compiled[key])
+    if self._accum == 1 or not counted:
+      return counted
+    call = self._with_rules(self._calls(1, self._whole_step()))
+    whole = jax.jit(call).lower(state, frozen, batch_spec, train_keys)
+    before = lambda lowered: float((lowered.cost_analysis() or {}).get("flops", 0.0))
+    return counted * before(whole) / before(self._lowered[key])
 
   def call(self, n: int, state, frozen, batches, train_keys, spec):
     """Runs `n` updates (`spec`: the batches' shapes, for a first compilation)."""
