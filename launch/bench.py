@@ -53,8 +53,8 @@ def _model_flops(step, state, args, compiled, config):
   ref.model.attention = "xla"
   ref.lock()
   _, ref_state, ref_step, ref_inputs = train.fresh_state_and_step(ref, sharding.make_mesh(ref.mesh))
-  cost = lambda lowered: float((lowered.cost_analysis() or {}).get("flops", 0.0))
-  hidden = cost(ref_step.lower(ref_state, *ref_inputs(0))) - cost(step.lower(state, *args))
+  hidden = (flops_lib.compiled_flops(ref_step.lower(ref_state, *ref_inputs(0)))
+            - flops_lib.compiled_flops(step.lower(state, *args)))
   return counted + max(hidden, 0.0), counted
 
 

@@ -28,7 +28,8 @@ PEAK_N = 2048  # Matrix size of the reference matmul every MFU in the benchmarks
 
 
 def compiled_flops(compiled) -> float:
-  """FLOPs of one call of a compiled function (XLA cost analysis; 0 if unknown)."""
+  """FLOPs of one call of a compiled function (XLA cost analysis; 0 if unknown). A
+  `Lowered` works too: its program counted before XLA optimises it."""
   try:
     cost = compiled.cost_analysis()
   except Exception:  # Some backends do not implement it.

@@ -560,7 +560,7 @@ class StepFunctions:
     self._batch_sharding1 = sharding.with_leading_axis(batch_sharding, lead)
     self._mesh, self._rules = mesh, rules
     self._compiled: dict[int | None, Any] = {}
-    self._lowered: dict[int | None, Any] = {}
+    self._flops_before: dict[int | None, float] = {}  # Counted before optimisation.
     self._lengths: dict[int, jax.Array] = {}
 
   def _calls(self, n: int | None, step=None):
@@ -612,8 +612,10 @@ class StepFunctions:
     if key not in self._compiled:
       length = () if key is not None else (
           jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(self._mesh)),)
-      self._lowered[key] = self.jitted(key).lower(state, frozen, batches, train_keys, *length)
-      self._compiled[key] = self._lowered[key].compile()
+      lowered = self.jitted(key).lower(state, frozen, batches, train_keys, *length)
+      if self._accum > 1:  # For `update_flops`.
+        self._flops_before[key] = flops_lib.compiled_flops(lowered)
+      self._compiled[key] = lowered.compile()
     return self._compiled[key]
 
   def update_flops(self, n: int, state, frozen, batch_spec, train_keys) -> float:
@@ -628,9 +630,8 @@ class StepFunctions:
     if self._accum == 1 or not counted:
       return counted
     call = self._with_rules(self._calls(1, self._whole_step()))
-    whole = jax.jit(call).lower(state, frozen, batch_spec, train_keys)
-    before = lambda lowered: float((lowered.cost_analysis() or {}).get("flops", 0.0))
-    return counted * before(whole) / before(self._lowered[key])
+    whole = flops_lib.compiled_flops(jax.jit(call).lower(state, frozen, batch_spec, train_keys))
+    return counted * whole / self._flops_before[key]
 
   def call(self, n: int, state, frozen, batches, train_keys, spec):
     """Runs `n` updates (`spec`: the batches' shapes, for a first compilation)."""
