@@ -481,6 +481,13 @@ def to_markdown(results) -> str:
                 f"{toy[k + '_cached_compiles']}" if f"{k}_cached_s" in toy else "— | —")
       lines.append(f"| {name} | {toy[k + '_s_per_seed']:.2f} | {toy[k + '_compiles']} "
                    f"({toy[k + '_compile_s']:.2f}) | {cached} | {toy[k + '_final_acc']:.3f} |")
+  grads = results["other"].get("gpicl_step_breakdown", {}).get("kernel_gradients")
+  if grads:
+    lines += ["", "| dense kernel gradient x^T·g (K×N, breakdown batch) | as the model's layers "
+              "(fraction of peak) | lax.dot_general |", "|---|---|---|"]
+    for shape, v in grads.items():
+      lines.append(f"| {shape} | {v['model']['fraction_of_peak']:.2f} | "
+                   f"{v['plain']['fraction_of_peak']:.2f} |")
   mem = results.get("param_memory_by_strategy", {})
   if mem and "error" not in mem:
     lines += ["", "| strategy (paper-size GPICL transformer, 8 fake devices) | params+Adam bytes per device | total |",

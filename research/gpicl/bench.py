@@ -9,6 +9,9 @@ The parts are written out directly (not the model) so that each runs alone:
                "jax" = jax.nn.dot_product_attention, "cpu_fused" kernel); the part
                called `attention` is the one the model uses by default ("auto")
   elementwise  LayerNorm ×2 and GELU of every layer
+  kernel_gradients  x^T·g of each dense shape (D×D, D×F, F×D) alone, as the model's
+               layers compute it (`models.layers.token_dot_general`) and as
+               `lax.dot_general`'s own transpose rule does (`plain`)
 Each part is timed alternately with the f32 2048³ matmul (`flops.time_against_peak`),
 so its fraction of the peak holds on a loaded machine. Attention FLOPs are counted
 as the einsum form computes them (all T² scores), whatever an implementation skips.
@@ -53,6 +56,13 @@ def _elementwise_loss(x, wide):
     h = norm(norm(h))
     wide = jax.nn.gelu(wide)
   return jnp.sum(h**2) + jnp.sum(wide**2)
+
+
+def _kernel_grad_loss(dot_general):
+  """w -> <x·w, g>: its gradient is the kernel gradient x^T·g alone (the forward
+  matmul is dead code, since the cotangent of x·w is g)."""
+  dims = (((1,), (0,)), ((), ()))
+  return lambda w, x, g: jnp.vdot(dot_general(x, w, dims), g)
 
 
 def attention_implementations() -> list[str]:
@@ -105,6 +115,14 @@ def bench_step_breakdown(batch: int = 64, rounds: int = 3) -> dict:
                        attention=default),
          "model_einsum_attention": dict(timed(loss, params, flops=model_flops), flops=model_flops),
          "attention_by_implementation": by_impl}
+  from models import layers  # pylint: disable=import-outside-toplevel
+  out["kernel_gradients"] = {}
+  for k_in, n_out in ((D, D), (D, F), (F, D)):
+    xs_, g = jax.random.normal(k[4], (tokens, k_in)), jax.random.normal(k[5], (tokens, n_out))
+    w0 = jnp.zeros((k_in, n_out))
+    out["kernel_gradients"][f"{k_in}x{n_out}"] = {
+        name: timed(_kernel_grad_loss(fn), w0, xs_, g, flops=2 * tokens * k_in * n_out)
+        for name, fn in (("model", layers.token_dot_general), ("plain", jax.lax.dot_general))}
   total = sum(p["seconds"] for p in parts.values())
   for name, p in parts.items():
     out[name] = dict(p, share_of_parts_time=p["seconds"] / total)

@@ -19,3 +19,8 @@ def test_step_breakdown_reports_every_part():
              for v in r["attention_by_implementation"].values())
   assert r["attention"]["implementation"] == ("cpu_fused" if cpu_attention.available() else "xla")
   assert r["model"]["attention"] == r["attention"]["implementation"]
+  # The kernel gradient of each dense shape, as the model's layers and as
+  # lax.dot_general compute it, against the same kind of in-run peak.
+  assert set(r["kernel_gradients"]) == {"256x256", "256x1024", "1024x256"}
+  assert all(v[form]["fraction_of_peak"] > 0
+             for v in r["kernel_gradients"].values() for form in ("model", "plain"))
