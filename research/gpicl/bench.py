@@ -118,10 +118,11 @@ def bench_step_breakdown(batch: int = 64, rounds: int = 3) -> dict:
   from models import layers  # pylint: disable=import-outside-toplevel
   out["kernel_gradients"] = {}
   for k_in, n_out in ((D, D), (D, F), (F, D)):
-    xs_, g = jax.random.normal(k[4], (tokens, k_in)), jax.random.normal(k[5], (tokens, n_out))
-    w0 = jnp.zeros((k_in, n_out))
+    inputs = jax.random.normal(k[4], (tokens, k_in))
+    cotangent = jax.random.normal(k[5], (tokens, n_out))
     out["kernel_gradients"][f"{k_in}x{n_out}"] = {
-        name: timed(_kernel_grad_loss(fn), w0, xs_, g, flops=2 * tokens * k_in * n_out)
+        name: timed(_kernel_grad_loss(fn), jnp.zeros((k_in, n_out)), inputs, cotangent,
+                    flops=2 * tokens * k_in * n_out)
         for name, fn in (("model", layers.token_dot_general), ("plain", jax.lax.dot_general))}
   total = sum(p["seconds"] for p in parts.values())
   for name, p in parts.items():
