@@ -81,7 +81,9 @@ def test_kernel_gradients_need_no_transposed_copy_on_cpu():
   assert _transposed_activation_gradients(layers.Dense) == 0
 
 
-@pytest.mark.parametrize("tokens", [B * T, B * T - 1])  # Even: the halves form; odd: x.T @ g.
+# Even tokens: the halves form, with the narrower operand copied (x, or g for the 16 -> 15
+# kernel); odd: x.T @ g.
+@pytest.mark.parametrize("tokens", [B * T, B * T - 1])
 @pytest.mark.parametrize("kernel,contract", [((D, 3, 5), 1), ((3, 5, D), 2), ((D, F), 1)])
 def test_token_dot_general_matches_dot_general(tokens, kernel, contract):
   k1, k2, k3 = jax.random.split(jax.random.key(5), 3)
