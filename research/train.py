@@ -222,10 +222,12 @@ def _train_and_evaluate(config, workdir: str, lock: list) -> dict[str, Any]:
       if checkpoint.save(mngr, step, state, meta, force=force):
         saved.add(step)
 
+  # `frozen` never changes in a run: each replica's view is sliced once.
+  frozen_views = [replica_frozen(frozen, s, num_seeds) for s in range(num_seeds)]
+
   def evaluate(step):
     for s, w in enumerate(writers):
-      last_eval[s] = exp.evaluate(replica_state(state, s, num_seeds)["params"],
-                                  replica_frozen(frozen, s, num_seeds), step)
+      last_eval[s] = exp.evaluate(replica_params(state, s, num_seeds), frozen_views[s], step)
       w.write(step, last_eval[s], kind="eval")
     bar.write_eval(step, last_eval[0])
 
@@ -292,12 +294,12 @@ def _train_and_evaluate(config, workdir: str, lock: list) -> dict[str, Any]:
   finals = []
   for s, seed in enumerate(seeds):
     if not last_eval[s]:  # Resumed exactly at the end: evaluate the restored state.
-      last_eval[s] = exp.evaluate(replica_state(state, s, num_seeds)["params"],
-                                  replica_frozen(frozen, s, num_seeds), num_steps)
+      last_eval[s] = exp.evaluate(replica_params(state, s, num_seeds), frozen_views[s],
+                                  num_steps)
     final = {"step": num_steps, **last_eval[s]}
     if exp.report is not None:
-      _say(exp.report(replica_state(state, s, num_seeds)["params"], replica_frozen(frozen, s, num_seeds),
-                      writers[s].workdir, final))
+      _say(exp.report(replica_params(state, s, num_seeds), frozen_views[s], writers[s].workdir,
+                      final))
     finals.append(final)
   final = finals[0] if num_seeds == 1 else seeds_summary(seeds, finals)
   if is_main:
@@ -416,9 +418,9 @@ def _take():
                  compiler_options=compiling.run_once())
 
 
-def replica_state(state, s: int, num_seeds: int):
-  """Replica s of a state with a leading seed axis (the state itself for one seed)."""
-  return state if num_seeds == 1 else _take()(state, np.int32(s))
+def replica_params(state, s: int, num_seeds: int):
+  """Replica s's params (only they are sliced: evaluation reads no optimizer state)."""
+  return state["params"] if num_seeds == 1 else _take()(state["params"], np.int32(s))
 
 
 def replica_frozen(frozen, s: int, num_seeds: int):
