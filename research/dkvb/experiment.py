@@ -194,9 +194,16 @@ def _queries_fn(model):
 
 @functools.lru_cache(maxsize=16)
 def _init_fn(model):
-  """key -> the bottleneck's variables, jitted once per model."""
-  return jax.jit(lambda key: kvb.init_bottleneck(model, key),
-                 compiler_options=compiling.run_once())
+  """key -> the bottleneck's variables for key init and the lookup, jitted once per model.
+  They read the "keys" collection (and params only when the projection is one); the
+  trainer initialises the params itself, so here they are zeros (the module's setup
+  needs them present) and XLA drops their random init."""
+  def init(key):
+    v = kvb.init_bottleneck(model, key)
+    if model.projection == "learned":
+      return v
+    return dict(v, params=jax.tree.map(jnp.zeros_like, v["params"]))
+  return jax.jit(init, compiler_options=compiling.run_once())
 
 
 @functools.lru_cache(maxsize=16)
