@@ -192,6 +192,25 @@ def test_vmapped_seeds_match_separate_runs(tmp_path):
     assert len(losses(str(tmp_path / "v" / f"seed_{s}"))) == len(losses(str(tmp_path / f"s{s}")))
 
 
+def test_replica_frozen_slices_replicated_on_the_host_and_sharded_in_a_program():
+  """A replica's view of `frozen["per_seed"]`: the same values whether its arrays are
+  replicated (sliced on the host, placed replicated again) or sharded (the jitted slice);
+  what is not per seed is passed through."""
+  mesh = sharding.make_mesh((("data", 8), ("model", 1)))
+  x = np.arange(3 * 8 * 2, dtype=np.float32).reshape(3, 8, 2)
+  rep = {"x": sharding.put_replicated(x, mesh), "n": sharding.put_replicated(np.arange(3), mesh)}
+  sharded = dict(rep, x=sharding.put_global(
+      x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))))
+  pool = jnp.ones(4)
+  for per_seed in (rep, sharded):
+    for s in range(3):
+      view = train.replica_frozen({"per_seed": per_seed, "pool": pool}, s, 3)
+      np.testing.assert_array_equal(np.asarray(view["per_seed"]["x"]), x[s])
+      assert int(view["per_seed"]["n"]) == s and view["pool"] is pool
+      assert view["per_seed"]["x"].sharding.is_fully_replicated == (per_seed is rep)
+  assert train.replica_frozen({"per_seed": rep}, 0, 1)["per_seed"] is rep
+
+
 def test_seeds_summary_se_is_over_seeds_not_the_mean_of_per_seed_se():
   """`acc_se` in a vmapped-seeds summary is the standard error over seeds; a seed's own
   `acc_se` (over its sequences) must not overwrite it (it once did)."""
