@@ -25,6 +25,8 @@ Bayes-optimal predictors need the prior, so the task families provide them
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -43,6 +45,14 @@ def predict(fn, x, y, *, num_classes: int, batch_size: int = 32):
   time (bounded memory: an oracle over a pool of 2^15 tasks holds [L, 2^15] each)."""
   one = lambda xy: fn(xy[0], xy[1], num_classes=num_classes)
   return jax.lax.map(one, (x, y), batch_size=min(batch_size, x.shape[0]))
+
+
+@functools.cache
+def predict_fn(name: str, num_classes: int):
+  """`predict` of the registered learner `name`, jitted once per process: later runs of
+  the same shapes in one process (a sweep, a notebook) neither trace nor compile it again."""
+  fn = CLASSICAL.get(name).obj
+  return jax.jit(lambda x, y: predict(fn, x, y, num_classes=num_classes))
 
 
 def score(pred, y, y_var=1.0):

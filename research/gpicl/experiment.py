@@ -257,12 +257,13 @@ def build(config, mesh) -> experiment_lib.Experiment:
     out = {}
     for name, (x, y, y_var) in seqs.items():
       es, out[name] = sets[name], {}
-      fns = {c: classical.CLASSICAL.get(c).obj for c in config.eval.classical
+      fns = {c: classical.predict_fn(c, num_classes) for c in config.eval.classical
              if classical.supports(c, family.target)}
-      fns.update({o: (lambda x, y, num_classes, fn=fn, arrays=put(es.arrays): fn(arrays, x, y))
-                  for o, fn in es.oracles.items()})
+      for o, fn in es.oracles.items():  # Closures over this run's task pool.
+        oracle = lambda x, y, num_classes, fn=fn, arrays=put(es.arrays): fn(arrays, x, y)
+        fns[o] = jax.jit(functools.partial(classical.predict, oracle, num_classes=num_classes))
       for learner, fn in fns.items():
-        pred = jax.jit(lambda x, y, fn=fn: classical.predict(fn, x, y, num_classes=num_classes))(x, y)
+        pred = fn(x, y)
         label = pred if values else jnp.argmax(pred, -1)
         out[name][learner] = (np.asarray(classical.score(pred, y, y_var[:, None])),
                               np.asarray(label))
