@@ -222,7 +222,8 @@ def _train_and_evaluate(config, workdir: str, lock: list) -> dict[str, Any]:
       if checkpoint.save(mngr, step, state, meta, force=force):
         saved.add(step)
 
-  # `frozen` never changes in a run: each replica's view is sliced once.
+  # `frozen` never changes in a run: each replica's view is sliced once (and held: a second
+  # copy of the per-seed arrays, which are data and keys, not weights).
   frozen_views = [replica_frozen(frozen, s, num_seeds) for s in range(num_seeds)]
 
   def evaluate(step):
