@@ -294,13 +294,12 @@ def _train_and_evaluate(config, workdir: str, lock: list) -> dict[str, Any]:
   # --------------------------------------------------------------------------
   finals = []
   for s, seed in enumerate(seeds):
+    params = replica_params(state, s, num_seeds)
     if not last_eval[s]:  # Resumed exactly at the end: evaluate the restored state.
-      last_eval[s] = exp.evaluate(replica_params(state, s, num_seeds), frozen_views[s],
-                                  num_steps)
+      last_eval[s] = exp.evaluate(params, frozen_views[s], num_steps)
     final = {"step": num_steps, **last_eval[s]}
     if exp.report is not None:
-      _say(exp.report(replica_params(state, s, num_seeds), frozen_views[s], writers[s].workdir,
-                      final))
+      _say(exp.report(params, frozen_views[s], writers[s].workdir, final))
     finals.append(final)
   final = finals[0] if num_seeds == 1 else seeds_summary(seeds, finals)
   if is_main:
