@@ -67,8 +67,9 @@ class _OrbaxOneLine(logging.Filter):
       return True
     if record.levelno >= logging.ERROR:
       return False
+    from research import errors  # pylint: disable=import-outside-toplevel
     record.exc_info, record.exc_text = None, None
-    record.msg, record.args = str(record.getMessage()).splitlines()[0][:300], ()
+    record.msg, record.args = errors.first_line(record.getMessage()), ()
     return True
 
 

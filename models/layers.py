@@ -162,16 +162,15 @@ def token_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers,
       or tuple(lc) != tuple(range(1, n + 1)) or tuple(rc) != tuple(range(n))):
     return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                                preferred_element_type=preferred_element_type)
-  k = math.prod(rhs.shape[:n])
-  y = _tokens_matmul_cpu(lhs.reshape(lhs.shape[0], k), rhs.reshape(k, -1))
-  return y.reshape(lhs.shape[:1] + rhs.shape[n:])
+  return token_matmul(lhs, rhs, n, matmul=_tokens_matmul_cpu)
 
 
-def token_matmul(x: jax.Array, w: jax.Array, contract: int = 1) -> jax.Array:
+def token_matmul(x: jax.Array, w: jax.Array, contract: int = 1,
+                 matmul: Callable[[jax.Array, jax.Array], jax.Array] = jnp.matmul) -> jax.Array:
   """x [..., *w.shape[:contract]] · w -> [..., *w.shape[contract:]]: a dense layer's
-  matmul as one 2-D matmul over all tokens (why: `per_token`)."""
+  matmul as one 2-D `matmul` over all tokens (why: `per_token`)."""
   k = math.prod(w.shape[:contract])
-  y = x.reshape(-1, k) @ w.reshape(k, -1)
+  y = matmul(x.reshape(-1, k), w.reshape(k, -1))
   return y.reshape(x.shape[:x.ndim - contract] + w.shape[contract:])
 
 

@@ -13,6 +13,13 @@ from models.registry import ConfigError, UnknownName  # noqa: F401  (re-exported
 BAD_INPUT = (ConfigError,)
 
 
+def first_line(error: BaseException | str, limit: int = 300) -> str:
+  """The first non-blank line of an error's text, at most `limit` characters: what a
+  one-line message quotes of a library's multi-line exception."""
+  lines = str(error).strip().splitlines()
+  return lines[0][:limit] if lines else ""
+
+
 def require(cond: bool, msg: str) -> None:
   if not cond:
     raise ConfigError(msg)

@@ -166,7 +166,7 @@ def icl_curve(run, x, y, *, tasks: str = "unseen", num_sequences: int = 256,
     from research import classical
     out["classical"] = {}
     for name in classical_learners:
-      pred = _classical_fn(name, cfg.data.num_classes)(xs, ys)
+      pred = classical.predict_fn(name, cfg.data.num_classes)(xs, ys)
       c_mean, c_se, _ = stats.mean_se_along(np.asarray(classical.score(pred, ys)))
       out["classical"][name] = {"acc": c_mean, "se": c_se}
   return out
@@ -180,13 +180,6 @@ def _curve_fn(model, kind, n, seq_len, classes, task_items, num_tasks):
     ce, acc = per_position_metrics(model.apply({"params": params}, xs, ys), ys)
     return acc, ce, xs, ys
   return fn
-
-
-@functools.lru_cache(maxsize=32)
-def _classical_fn(name, num_classes):
-  from research import classical
-  fn = classical.CLASSICAL.get(name).obj
-  return jax.jit(lambda x, y: classical.predict(fn, x, y, num_classes=num_classes))
 
 
 def icl_table(metrics, sets, seq_len, chance, learners=()) -> str:

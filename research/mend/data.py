@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from research.data import manifest
+from research.errors import first_line
 
 STDLIB_MODULES = (
     "abc", "argparse", "asyncio", "base64", "bisect", "calendar", "collections", "contextlib",
@@ -91,9 +92,8 @@ def c4_documents(n: int, split: str = "validation", data_dir: str | None = None)
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     src = tfds.data_source("c4/en", split=split, data_dir=data_dir)
   except Exception as e:  # pylint: disable=broad-except
-    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
     raise manifest.DataError(
-        f"TFDS c4/en ({split}) is not prepared here ({type(e).__name__}: {first}). Prepare it "
+        f"TFDS c4/en ({split}) is not prepared here ({type(e).__name__}: {first_line(e)}). Prepare it "
         "with `tfds build c4/en --data_dir DIR` (needs the C4 download) and pass "
         "--config.data.tfds_data_dir=DIR, or use --config.data.corpus=offline") from e
   out = []

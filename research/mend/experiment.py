@@ -34,7 +34,7 @@ from models import distiller as distiller_lib
 from models import llm
 from research import experiment as experiment_lib
 from research import sharding
-from research.errors import ConfigError, require
+from research.errors import ConfigError, first_line, require
 from research.llm import defaults as llm_defaults
 from research.llm import lm as lm_lib
 from research.llm.metaicl import data as icl_data
@@ -111,7 +111,7 @@ def replace_values(boxed, values):
     raise
   except ValueError as e:  # Another structure (e.g. distiller.init llm vs random).
     raise ConfigError("config.init_from: its distiller's parameters are not this config's "
-                      f"({str(e).splitlines()[0][:200]}); config.distiller must match the run "
+                      f"({first_line(e, 200)}); config.distiller must match the run "
                       "named by config.init_from") from None
 
 
