@@ -426,6 +426,7 @@ print("RESULT" + json.dumps(out))
 
 
 def to_markdown(results) -> str:
+  from research import stats
   m = results["machine"]
   gib = lambda b: f"{(b or 0) / 2**30:.2f}"
   lines = [f"Machine: {m['cpu_model']}, {m['cores']} cores, allocator {m['allocator']} "
@@ -472,15 +473,19 @@ def to_markdown(results) -> str:
           lines.append(f"| {', '.join(g['settings'])} | skipped: {g['skipped']} | | | |")
   toy = results["other"].get("dkvb_toy", {})
   if "models" in toy:  # An entry of before lists no models: shown as JSON below.
-    lines += ["", f"| DKVB toy ({toy['num_seeds']} seeds vmapped, key init + 4 × 1000 steps; "
-              f"warm process) | s per seed, cold | compilations (s) | s per seed, persistent "
-              f"cache | cache reads of compilations | final accuracy |", "|---|---|---|---|---|---|"]
+    n = toy["num_seeds"]
+    lines += ["", f"| DKVB toy ({n} seeds vmapped, key init + 4 × 1000 steps; warm process) "
+              f"| s per seed, cold | CPU s per seed, cold (all threads) | compilations (s) "
+              f"| s per seed, persistent cache | cache reads of compilations "
+              f"| final accuracy ± se (n = {n} seeds) |", "|---|---|---|---|---|---|---|"]
     for name in toy["models"]:
       k = f"toy_{name}"
       cached = (f"{toy[k + '_cached_s_per_seed']:.2f} | {toy[k + '_cached_cache_hits']} of "
                 f"{toy[k + '_cached_compiles']}" if f"{k}_cached_s" in toy else "— | —")
-      lines.append(f"| {name} | {toy[k + '_s_per_seed']:.2f} | {toy[k + '_compiles']} "
-                   f"({toy[k + '_compile_s']:.2f}) | {cached} | {toy[k + '_final_acc']:.3f} |")
+      cpu = f"{toy[k + '_cpu_s_per_seed']:.2f}" if f"{k}_cpu_s_per_seed" in toy else "—"
+      acc = stats.fmt(toy[k + "_final_acc"], toy.get(k + "_final_acc_se", float("nan")), digits=3)
+      lines.append(f"| {name} | {toy[k + '_s_per_seed']:.2f} | {cpu} | {toy[k + '_compiles']} "
+                   f"({toy[k + '_compile_s']:.2f}) | {cached} | {acc} |")
   grads = results["other"].get("gpicl_step_breakdown", {}).get("kernel_gradients")
   if grads:
     lines += ["", "| dense kernel gradient x^T·g (K×N, breakdown batch) | as the model's layers "

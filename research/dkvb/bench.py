@@ -214,9 +214,9 @@ def bench_toy(num_seeds: int = 3, max_compiles_per_model: int = 20, arg: str | N
       cfg.models[name].key_init.num_steps = 20
       cfg.stream.epochs_per_task = 20
     with CompileCounter() as counter:
-      t0 = time.perf_counter()
+      t0, cpu0 = time.perf_counter(), time.process_time()
       res = experiment.run(cfg, workdir)
-      seconds = time.perf_counter() - t0
+      seconds, counter.cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
     if check and not warmup and counter.count > max_compiles_per_model:
       raise RuntimeError(f"DKVB toy {name}: {counter.count} XLA compilations for one model "
                          f"(limit {max_compiles_per_model}): a loop recompiles")
@@ -232,9 +232,13 @@ def bench_toy(num_seeds: int = 3, max_compiles_per_model: int = 20, arg: str | N
         key = f"toy_{name}{suffix}"
         out[f"{key}_s"], out[f"{key}_s_per_seed"] = seconds, seconds / num_seeds
         out[f"{key}_compiles"], out[f"{key}_compile_s"] = counter.count, counter.seconds
+        # Every thread's CPU time (XLA compiles and runs on both cores): on c cores a run
+        # takes at least cpu_s / c of wall time however its programs overlap.
+        out[f"{key}_cpu_s_per_seed"] = counter.cpu_s / num_seeds
         if suffix:
           out[f"{key}_cache_hits"] = counter.cache_hits
         out[f"{key}_final_acc"] = res[name]["final_acc_mean"]
+        out[f"{key}_final_acc_se"] = res[name]["final_acc_se"]
 
   try:
     jax.config.update("jax_enable_compilation_cache", False)

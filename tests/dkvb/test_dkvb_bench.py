@@ -25,5 +25,7 @@ def test_bench_toy_counts_compiles_and_fails_loudly_when_a_loop_recompiles():
     # threshold: a small model's programs are stored.
     assert out[f"toy_{name}_cached_cache_hits"] >= 1
     assert out[f"toy_{name}_cached_final_acc"] == out[f"toy_{name}_final_acc"]
+    assert out[f"toy_{name}_cached_final_acc_se"] == out[f"toy_{name}_final_acc_se"] >= 0
+    assert out[f"toy_{name}_cpu_s_per_seed"] > 0  # Every thread's, next to the wall time.
   with pytest.raises(RuntimeError, match="a loop recompiles"):
     bench.bench_toy(num_seeds=1, arg="tiny", max_compiles_per_model=1, cached=False)
