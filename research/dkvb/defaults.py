@@ -85,6 +85,7 @@ def _shared(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       batch_size=256,               # 0 = full batch (one step per epoch).
       label_smoothing=0.0,
       eval_every_epochs=0,          # > 0: evaluate within stages too (0: at stage ends).
+      checkpoint_every_stages=1,    # Checkpoint after every N stages (0: at the end only).
       save_grid=False,              # toy2d: decision-boundary predictions after each stage.
   ))
   return c

@@ -291,6 +291,7 @@ def validate_data(config) -> None:
   check_range(config, "stream.label_smoothing", 0, 1, high_open=True)
   check_range(config, "stream.batch_size", 0, integer=True)
   check_range(config, "stream.eval_every_epochs", 0, integer=True)
+  check_range(config, "stream.checkpoint_every_stages", 0, integer=True)
   classes = {"toy2d": 8, "digits": 10, "cifar10": 10, "cifar100": 100}[d.name]
   require(classes % s.classes_per_task == 0,
           f"config.stream.classes_per_task={s.classes_per_task} does not split the {classes} "
@@ -496,8 +497,10 @@ def model_run_config(config, name: str, workdir: str) -> ml_collections.ConfigDi
   plan = schedule(c, [load_stream(c, seed, c.encoder.cache_dir) for seed in seeds])
   n = plan["num_steps"]
   every = (config.stream.eval_every_epochs * plan["slots"]) or n
+  stages = config.stream.checkpoint_every_stages
   c.train.update(num_steps=n, batch_size=plan["batch"], log_every=plan["steps_per_stage"],
-                 eval_every=min(every, n), checkpoint_every=plan["steps_per_stage"],
+                 eval_every=min(every, n),
+                 checkpoint_every=min(plan["steps_per_stage"] * stages, n) if stages else n,
                  keep_checkpoints=2)
   return c.lock()
 

@@ -119,7 +119,8 @@ def _popen(workdir, *extra):
   return subprocess.Popen([sys.executable, "-m", "launch.main", "--config",
                            "experiments/dkvb/toy2d.py:tiny", "--workdir", workdir,
                            "--config.only=dkvb_20x20,linear", "--config.steps_per_call=10",
-                           "--config.stream.epochs_per_task=120", *extra], cwd=ROOT, env=env,
+                           "--config.stream.epochs_per_task=120",
+                           "--config.stream.checkpoint_every_stages=1", *extra], cwd=ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
