@@ -50,7 +50,7 @@ def _save_whole_shards_on_cpu() -> None:
   if jax.default_backend() != "cpu":
     return
   try:  # The metadata store orbax's own default handler has (not exported by orbax).
-    from orbax.checkpoint._src.metadata import array_metadata_store  # pylint: disable=g-import-not-at-top
+    from orbax.checkpoint._src.metadata import array_metadata_store  # pylint: disable=import-outside-toplevel
   except ImportError:  # Another orbax layout: keep its default handler.
     return
   ocp.type_handlers.register_type_handler(

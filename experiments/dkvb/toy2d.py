@@ -13,8 +13,9 @@ step (one compilation per model); the table is <workdir>/final_metrics.json.
 
 Command:
   python -m launch.main --config experiments/dkvb/toy2d.py --workdir runs/dkvb_toy2d
-Measured (this command, 2-core dev CPU, 2026-12-01: 11.9 s from an empty compile cache, 6.3 s
-rerun, the whole process; seeds 0,1,2 vmapped, final class-balanced accuracy, mean ± standard error over seeds):
+Measured (this command, 2-core dev CPU, 2026-12-01, the whole process: 11.9 s from an empty
+compile cache, 6.3 s rerun; seeds 0,1,2 vmapped, final class-balanced accuracy, mean ±
+standard error over seeds):
 DKVB 1×400 99.9 ± 0.1 %, DKVB 20×20 99.9 ± 0.1 %, linear probe 25.0 ± 0.0 %, MLP 25.0 ± 0.0 %
 (official code: 25 / 25 / ≈ 99.8 %). `:tiny` (1 seed, 50 steps per stage) is a smoke test only.
 """

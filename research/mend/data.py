@@ -93,8 +93,8 @@ def c4_documents(n: int, split: str = "validation", data_dir: str | None = None)
     src = tfds.data_source("c4/en", split=split, data_dir=data_dir)
   except Exception as e:  # pylint: disable=broad-except
     raise manifest.DataError(
-        f"TFDS c4/en ({split}) is not prepared here ({type(e).__name__}: {first_line(e)}). Prepare it "
-        "with `tfds build c4/en --data_dir DIR` (needs the C4 download) and pass "
+        f"TFDS c4/en ({split}) is not prepared here ({type(e).__name__}: {first_line(e)}). "
+        "Prepare it with `tfds build c4/en --data_dir DIR` (needs the C4 download) and pass "
         "--config.data.tfds_data_dir=DIR, or use --config.data.corpus=offline") from e
   out = []
   for i in range(min(n, len(src))):
