@@ -12,6 +12,7 @@ deleted (orbax would otherwise refuse to save below their step numbers).
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -23,6 +24,11 @@ import orbax.checkpoint as ocp
 
 from research.errors import ConfigError
 from research.workdir import WriteError, describe_os_error, path_str
+
+try:  # The metadata store of orbax's own default jax.Array handler (orbax does not export it).
+  from orbax.checkpoint._src.metadata import array_metadata_store
+except ImportError:  # Another orbax layout: its default handler is kept.
+  array_metadata_store = None
 
 DIRNAME = "checkpoints"
 
@@ -39,6 +45,7 @@ def directory(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), DIRNAME)
 
 
+@functools.cache  # Once per process: the handler is registered globally.
 def _save_whole_shards_on_cpu() -> None:
   """On CPU, jax.Arrays are saved without orbax's replica-parallel writes. Those split a
   replicated array's write among its replicas by slicing it on each device, one compiled
@@ -47,11 +54,7 @@ def _save_whole_shards_on_cpu() -> None:
   threshold). On a CPU every device is host memory, so the split buys nothing; one replica
   writes each shard, as orbax does by default on GPUs. Same files, same restore. Other
   backends keep orbax's default."""
-  if jax.default_backend() != "cpu":
-    return
-  try:  # The metadata store orbax's own default handler has (not exported by orbax).
-    from orbax.checkpoint._src.metadata import array_metadata_store  # pylint: disable=import-outside-toplevel
-  except ImportError:  # Another orbax layout: keep its default handler.
+  if jax.default_backend() != "cpu" or array_metadata_store is None:
     return
   ocp.type_handlers.register_type_handler(
       jax.Array, ocp.type_handlers.ArrayHandler(
